@@ -1,0 +1,54 @@
+"""The app factory. Its lifespan owns the runtime: engine, mailer and workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+
+from gateway import __version__
+from gateway.api import errors
+from gateway.api.deps import services
+from gateway.approvals.routes import router as approvals_router
+from gateway.links.routes import router as links_router
+from gateway.runtime import Runtime
+from gateway.services import Services
+
+DESCRIPTION = """Email-first approvals and questions for AI agents.
+
+An agent submits an approval (a function and its arguments) or a question; each recipient gets an email with
+personal, signed links and can also answer by replying. Wait for the decision with `GET …?wait=N`.
+"""
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = await runtime.start()
+        app.state.dev_mailbox = runtime.dev_mailbox
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="Approval gateway", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    errors.install(app)
+    app.add_middleware(errors.BodyLimit)
+    app.include_router(approvals_router)
+    app.include_router(links_router)
+    if runtime.dev_mailbox is not None:
+        from gateway.dev.routes import router as dev_router
+
+        app.include_router(dev_router)
+
+    @app.get("/healthz", tags=["health"], summary="200 while the database answers")
+    async def healthz(svc: Services = Depends(services)) -> JSONResponse:
+        try:
+            await svc.db.ping()
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+        return JSONResponse({"status": "ok", "waiters": svc.notifier.waiting})
+
+    return app

@@ -1,0 +1,1 @@
+"""Approvals and questions: creating them, reading them, and turning responses into decisions."""

@@ -1,0 +1,140 @@
+"""/v1/approvals and /v1/questions: the same five endpoints for both kinds, defined once."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel
+
+from gateway.api.deps import principal, services
+from gateway.approvals import service
+from gateway.approvals.present import approval_out, question_out
+from gateway.approvals.schemas import (
+    ApprovalCreate,
+    ApprovalOut,
+    ErrorOut,
+    EventOut,
+    QuestionCreate,
+    QuestionOut,
+)
+from gateway.approvals.service import RequestView
+from gateway.keys import Principal
+from gateway.models import utcnow
+from gateway.services import Services
+
+router = APIRouter(prefix="/v1")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut},
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
+
+
+async def wait_for_decision(
+    svc: Services, who: Principal, kind: str, request_id: str, wait: float
+) -> RequestView:
+    """Hold the answer until the request leaves pending or ``wait`` seconds pass (no polling)."""
+    with svc.notifier.subscribe(request_id) as decided:
+        view = await service.get_view(svc, who, kind, request_id)
+        request = view.request
+        if wait <= 0 or request.status != "pending":
+            return view
+        timeout = wait
+        if request.expires_at is not None:
+            timeout = min(timeout, max(0.0, (request.expires_at - utcnow()).total_seconds()) + 0.01)
+        try:
+            await asyncio.wait_for(decided.wait(), timeout)
+        except TimeoutError:
+            pass
+    return await service.get_view(svc, who, kind, request_id)
+
+
+def _register(
+    kind: str,
+    plural: str,
+    create_model: type[ApprovalCreate] | type[QuestionCreate],
+    out_model: type[BaseModel],
+    present: Callable[[RequestView], Any],
+) -> None:
+    label = kind.capitalize()
+
+    async def create(
+        body: create_model,  # type: ignore[valid-type]
+        response: Response,
+        who: Principal = Depends(principal),
+        svc: Services = Depends(services),
+    ) -> Any:
+        request, created = await service.create_request(svc, who, body)
+        response.status_code = 201 if created else 200
+        return present(await service.get_view(svc, who, kind, request.id))
+
+    async def get(
+        request_id: str,
+        wait: float = Query(
+            0, ge=0, le=60, description="Hold the answer up to this many seconds for a decision."
+        ),
+        who: Principal = Depends(principal),
+        svc: Services = Depends(services),
+    ) -> Any:
+        return present(await wait_for_decision(svc, who, kind, request_id, wait))
+
+    async def cancel(
+        request_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)
+    ) -> Any:
+        return present(await service.cancel(svc, who, kind, request_id))
+
+    async def events(
+        request_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)
+    ) -> list[EventOut]:
+        rows = await service.list_events(svc, who, kind, request_id)
+        return [EventOut(id=e.id or 0, at=e.at, type=e.type, actor=e.actor, data=e.data) for e in rows]
+
+    tags = [plural]
+    router.add_api_route(
+        f"/{plural}",
+        create,
+        methods=["POST"],
+        status_code=201,
+        response_model=out_model,
+        tags=tags,
+        summary=f"Create {'an' if kind == 'approval' else 'a'} {kind}",
+        responses=_ERRORS,
+        name=f"create_{kind}",
+    )
+    router.add_api_route(
+        f"/{plural}/{{request_id}}",
+        get,
+        methods=["GET"],
+        response_model=out_model,
+        tags=tags,
+        summary=f"Get a {kind}, optionally waiting for its decision",
+        responses=_ERRORS,
+        name=f"get_{kind}",
+    )
+    router.add_api_route(
+        f"/{plural}/{{request_id}}/cancel",
+        cancel,
+        methods=["POST"],
+        response_model=out_model,
+        tags=tags,
+        summary=f"Cancel a pending {kind}",
+        responses=_ERRORS,
+        name=f"cancel_{kind}",
+    )
+    router.add_api_route(
+        f"/{plural}/{{request_id}}/events",
+        events,
+        methods=["GET"],
+        response_model=list[EventOut],
+        tags=tags,
+        summary=f"{label} audit trail, oldest first",
+        responses=_ERRORS,
+        name=f"{kind}_events",
+    )
+
+
+_register("approval", "approvals", ApprovalCreate, ApprovalOut, approval_out)
+_register("question", "questions", QuestionCreate, QuestionOut, question_out)

@@ -1,0 +1,242 @@
+"""The API's request and response bodies, exactly as in CONTRACT.md (extended, never renamed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway import addresses
+
+MAX_RECIPIENTS = 50
+MAX_JSON_BYTES = 256 * 1024
+MAX_EXPIRES_IN = 365 * 24 * 3600
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmailChannel(_Strict):
+    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    subject: str | None = Field(default=None, max_length=300)
+    context: str | None = Field(default=None, max_length=20_000)
+    in_reply_to: str | None = Field(default=None, max_length=998)
+    references: list[str] | None = Field(default=None, max_length=100)
+
+    @field_validator("to", "cc", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("to", "cc")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        seen: dict[str, str] = {}
+        for raw in value:
+            bare = addresses.validate(raw)
+            seen.setdefault(bare.lower(), bare)
+        return list(seen.values())
+
+    @field_validator("subject", "in_reply_to")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and ("\n" in value or "\r" in value):
+            raise ValueError("must be a single line")
+        return value
+
+    @field_validator("references")
+    @classmethod
+    def _refs_one_line(cls, value: list[str] | None) -> list[str] | None:
+        for ref in value or ():
+            if "\n" in ref or "\r" in ref or not ref.strip():
+                raise ValueError("each reference must be a non-empty single line")
+        return value
+
+    @model_validator(mode="after")
+    def _cc_not_to(self) -> EmailChannel:
+        to = {a.lower() for a in self.to}
+        self.cc = [a for a in self.cc if a.lower() not in to]
+        return self
+
+
+class Channel(_Strict):
+    email: EmailChannel
+
+
+class Option(_Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    title: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class Quorum(_Strict):
+    quorum: int = Field(ge=1, le=MAX_RECIPIENTS)
+
+
+Policy = Literal["any", "all"] | Quorum
+
+
+def _json_size(value: Any, what: str) -> Any:
+    if value is not None and len(json.dumps(value, default=str)) > MAX_JSON_BYTES:
+        raise ValueError(f"{what} is larger than {MAX_JSON_BYTES // 1024} KiB")
+    return value
+
+
+class _CreateBase(_Strict):
+    channel: Channel
+    call_id: str | None = Field(default=None, min_length=1, max_length=200)
+    run_id: str | None = Field(default=None, max_length=200)
+    expires_in: int | None = Field(default=None, ge=1, le=MAX_EXPIRES_IN)
+    callback_url: str | None = Field(default=None, max_length=2000)
+    state: dict[str, Any] | None = None
+
+    @field_validator("state")
+    @classmethod
+    def _state_size(cls, value: Any) -> Any:
+        return _json_size(value, "state")
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an absolute http:// or https:// URL")
+        return value
+
+    @staticmethod
+    def _unique_options(options: list[Option] | None) -> list[Option] | None:
+        if options is not None and len({o.name for o in options}) != len(options):
+            raise ValueError("option names must be unique")
+        return options
+
+
+class ApprovalCreate(_CreateBase):
+    fn: Name
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    reject_options: list[Option] | None = Field(default=None, max_length=20)
+    policy: Policy = "any"
+
+    @field_validator("kwargs")
+    @classmethod
+    def _kwargs_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _json_size(value, "kwargs")  # type: ignore[no-any-return]
+
+    @field_validator("reject_options")
+    @classmethod
+    def _reject_unique(cls, value: list[Option] | None) -> list[Option] | None:
+        return cls._unique_options(value)
+
+    @model_validator(mode="after")
+    def _quorum_reachable(self) -> ApprovalCreate:
+        if isinstance(self.policy, Quorum) and self.policy.quorum > len(self.channel.email.to):
+            raise ValueError(
+                f"a quorum of {self.policy.quorum} can never be reached with {len(self.channel.email.to)} recipient(s)"
+            )
+        return self
+
+    def policy_dict(self) -> dict[str, Any]:
+        if isinstance(self.policy, Quorum):
+            return {"kind": "quorum", "quorum": self.policy.quorum}
+        return {"kind": self.policy}
+
+
+class QuestionCreate(_CreateBase):
+    message: str = Field(min_length=1, max_length=20_000)
+    response_options: list[Option] | None = Field(default=None, max_length=20)
+
+    @field_validator("response_options")
+    @classmethod
+    def _response_unique(cls, value: list[Option] | None) -> list[Option] | None:
+        return cls._unique_options(value)
+
+
+class ResponseOut(BaseModel):
+    approver: str
+    decision: Literal["approve", "reject"]
+    comment: str | None
+    via: str
+    at: datetime
+    reject_option: str | None = None
+
+
+class RecipientOut(BaseModel):
+    """Extension: who the request went to and how their mail is doing."""
+
+    address: str
+    role: Literal["to", "cc"]
+    mail_status: Literal["pending", "sent", "failed"] | None
+    mail_error: str | None = None
+    responded: bool
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    call_id: str
+    run_id: str | None
+    fn: str
+    kwargs: dict[str, Any]
+    status: Literal["pending", "approved", "rejected", "expired", "cancelled"]
+    comment: str | None
+    reject_option: str | None
+    decided_by: str | None
+    decided_via: Literal["link", "reply", "api"] | None
+    created_at: datetime
+    decided_at: datetime | None
+    expires_at: datetime | None
+    responses: list[ResponseOut]
+    state: dict[str, Any] | None
+    ref: str
+    policy: Any
+    recipients: list[RecipientOut]
+
+
+class QuestionResponseOut(BaseModel):
+    approver: str
+    response: str | None
+    response_option: str | None
+    via: str
+    at: datetime
+
+
+class QuestionOut(BaseModel):
+    id: str
+    call_id: str
+    run_id: str | None
+    message: str
+    status: Literal["pending", "answered", "expired", "cancelled"]
+    response: str | None
+    response_option: str | None
+    responded_by: str | None
+    responded_via: Literal["link", "reply", "api"] | None
+    created_at: datetime
+    responded_at: datetime | None
+    expires_at: datetime | None
+    state: dict[str, Any] | None
+    ref: str
+    responses: list[QuestionResponseOut]
+    recipients: list[RecipientOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    type: str
+    actor: str | None
+    data: dict[str, Any] | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

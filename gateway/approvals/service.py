@@ -1,0 +1,398 @@
+"""Creating requests, reading them, and recording responses: the one place where state changes.
+
+Every change is one transaction; waiters are woken only after it commits, so nobody is woken to read a
+decision that is not yet visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.approvals.policy import evaluate
+from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
+from gateway.errors import (
+    AlreadyRespondedError,
+    CallIdConflictError,
+    InvalidInputError,
+    NotAnApproverError,
+    NotFoundError,
+    NotPendingError,
+)
+from gateway.keys import Principal
+from gateway.mail.compose import compose_request_mail
+from gateway.models import Event, OutboxMessage, Recipient, Request, Response, new_id, random_token, utcnow
+from gateway.services import Services
+
+FINAL = frozenset({"approved", "rejected", "answered", "expired", "cancelled"})
+REF_ALPHABET_LEN = 8
+
+
+@dataclass
+class RequestView:
+    """A request with everything its API representation needs."""
+
+    request: Request
+    recipients: list[Recipient]
+    responses: list[Response]
+    mail: dict[str, OutboxMessage] = field(default_factory=dict)  # recipient id -> its request mail
+
+
+def content_hash(body: ApprovalCreate | QuestionCreate) -> str:
+    data = body.model_dump(mode="json", exclude={"call_id"})
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def event(request_id: str, type_: str, actor: str | None = None, **data: Any) -> Event:
+    return Event(request_id=request_id, type=type_, actor=actor, data=data or None)
+
+
+async def _existing(session: AsyncSession, key_id: str, call_id: str) -> Request | None:
+    query = select(Request).where(Request.api_key_id == key_id, Request.call_id == call_id)
+    return (await session.exec(query)).first()
+
+
+def _same(existing: Request, kind: str, digest: str) -> Request:
+    if existing.kind != kind or existing.content_hash != digest:
+        raise CallIdConflictError(existing.call_id, existing.id)
+    return existing
+
+
+async def create_request(
+    svc: Services, principal: Principal, body: ApprovalCreate | QuestionCreate
+) -> tuple[Request, bool]:
+    """Store the request, its recipients and their mails in one transaction. Returns (request, created)."""
+    kind = "approval" if isinstance(body, ApprovalCreate) else "question"
+    digest = content_hash(body)
+    call_id = body.call_id or new_id("call")
+    now = utcnow()
+    expires_in = body.expires_in or svc.settings.default_expires_in
+    email = body.channel.email
+    request = Request(
+        id=new_id("apr" if kind == "approval" else "qst"),
+        kind=kind,
+        api_key_id=principal.key_id,
+        call_id=call_id,
+        run_id=body.run_id,
+        ref=random_token(REF_ALPHABET_LEN).upper(),
+        channel=body.channel.model_dump(mode="json"),
+        policy={"kind": "any"},
+        created_at=now,
+        expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+        state=body.state,
+        callback_url=body.callback_url,
+        content_hash=digest,
+    )
+    if isinstance(body, ApprovalCreate):
+        request.fn = body.fn
+        request.kwargs = body.kwargs
+        request.policy = body.policy_dict()
+        request.options = [o.model_dump() for o in body.reject_options] if body.reject_options else None
+    else:
+        request.message = body.message
+        request.options = [o.model_dump() for o in body.response_options] if body.response_options else None
+
+    recipients = [Recipient(id=new_id("rcp"), request_id=request.id, address=a, role="to") for a in email.to]
+    recipients += [Recipient(id=new_id("rcp"), request_id=request.id, address=a, role="cc") for a in email.cc]
+    mails = [compose_request_mail(svc, request, r, len(email.to), principal.name) for r in recipients]
+    events = [event(request.id, "created", principal.name, kind=kind, call_id=call_id, ref=request.ref)]
+    events += [
+        event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id)
+        for m in mails
+    ]
+
+    try:
+        async with svc.db.write() as session:
+            if body.call_id is not None:
+                existing = await _existing(session, principal.key_id, call_id)
+                if existing is not None:
+                    return _same(existing, kind, digest), False
+            session.add(request)
+            await session.flush()
+            session.add_all(recipients)
+            await session.flush()
+            session.add_all([*mails, *events])
+    except IntegrityError:
+        # Two submissions of the same call_id raced (PostgreSQL); the loser answers like a repeat.
+        async with svc.db.read() as session:
+            existing = await _existing(session, principal.key_id, call_id)
+        if existing is None:
+            raise
+        return _same(existing, kind, digest), False
+    svc.wake_outbox()
+    return request, True
+
+
+async def _load_view(session: AsyncSession, request: Request) -> RequestView:
+    recipients = (
+        await session.exec(
+            select(Recipient).where(Recipient.request_id == request.id).order_by(col(Recipient.id))
+        )
+    ).all()
+    responses = (
+        await session.exec(
+            select(Response)
+            .where(Response.request_id == request.id)
+            .order_by(col(Response.at), col(Response.id))
+        )
+    ).all()
+    mails = (
+        await session.exec(
+            select(OutboxMessage).where(
+                OutboxMessage.request_id == request.id, col(OutboxMessage.kind).endswith("_request")
+            )
+        )
+    ).all()
+    return RequestView(
+        request=request,
+        recipients=list(recipients),
+        responses=list(responses),
+        mail={m.recipient_id: m for m in mails if m.recipient_id},
+    )
+
+
+def is_due_to_expire(request: Request, now: datetime | None = None) -> bool:
+    return (
+        request.status == "pending"
+        and request.expires_at is not None
+        and request.expires_at <= (now or utcnow())
+    )
+
+
+async def _expire_in(session: AsyncSession, request: Request) -> None:
+    request.status = "expired"
+    request.decided_at = request.expires_at
+    session.add(request)
+    session.add(
+        event(
+            request.id,
+            "expired",
+            None,
+            expires_at=request.expires_at.isoformat() if request.expires_at else None,
+        )
+    )
+
+
+async def expire_if_due(svc: Services, request_id: str) -> bool:
+    """Move a pending request past its expiry to ``expired`` (once, whoever gets there first)."""
+    async with svc.db.write() as session:
+        request = await _lock_request(svc, session, request_id)
+        if request is None or not is_due_to_expire(request):
+            return False
+        await _expire_in(session, request)
+    svc.notifier.notify(request_id)
+    return True
+
+
+async def _lock_request(svc: Services, session: AsyncSession, request_id: str) -> Request | None:
+    query = select(Request).where(Request.id == request_id)
+    if not svc.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serialises writers
+        query = query.with_for_update()
+    return (await session.exec(query)).first()
+
+
+async def get_view(svc: Services, principal: Principal, kind: str, request_id: str) -> RequestView:
+    async with svc.db.read() as session:
+        request = await session.get(Request, request_id)
+        if request is None or request.api_key_id != principal.key_id or request.kind != kind:
+            raise NotFoundError(kind, request_id)
+        if not is_due_to_expire(request):
+            return await _load_view(session, request)
+    await expire_if_due(svc, request_id)
+    async with svc.db.read() as session:
+        request = await session.get(Request, request_id)
+        assert request is not None
+        return await _load_view(session, request)
+
+
+async def view_for_recipient(svc: Services, recipient_id: str) -> tuple[RequestView, Recipient] | None:
+    """The request behind a link or reply token, with lazy expiry applied."""
+    async with svc.db.read() as session:
+        recipient = await session.get(Recipient, recipient_id)
+        if recipient is None:
+            return None
+        request = await session.get(Request, recipient.request_id)
+        if request is None:
+            return None
+        expire = is_due_to_expire(request)
+        if not expire:
+            return await _load_view(session, request), recipient
+    await expire_if_due(svc, request.id)
+    async with svc.db.read() as session:
+        request = await session.get(Request, recipient.request_id)
+        assert request is not None
+        return await _load_view(session, request), recipient
+
+
+@dataclass
+class Decision:
+    request: Request
+    response: Response
+    decided: bool
+
+
+async def respond(
+    svc: Services,
+    recipient_id: str,
+    *,
+    decision: str,
+    via: str,
+    comment: str | None = None,
+    option: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Decision:
+    """Record one recipient's answer and apply the policy. Exactly one answer can decide a request."""
+    if decision not in ("approve", "reject", "answer"):
+        raise InvalidInputError(f"unknown decision {decision!r}")
+    comment = (comment or "").strip() or None
+    expired = decided = False
+    response: Response | None = None
+    async with svc.db.write() as session:
+        recipient = await session.get(Recipient, recipient_id)
+        if recipient is None:
+            raise NotFoundError("recipient", recipient_id)
+        request = await _lock_request(svc, session, recipient.request_id)
+        assert request is not None
+        if recipient.role != "to":
+            raise NotAnApproverError(request.id, recipient.address)
+        _check_option(request, decision, option)
+        if is_due_to_expire(request):
+            await _expire_in(session, request)
+            expired = True
+        else:
+            if request.status != "pending":
+                raise NotPendingError(request.id, request.status)
+            already = (
+                await session.exec(
+                    select(Response).where(
+                        Response.request_id == request.id, Response.recipient_id == recipient.id
+                    )
+                )
+            ).first()
+            if already is not None:
+                raise AlreadyRespondedError(request.id, recipient.address)
+            response = Response(
+                id=new_id("rsp"),
+                request_id=request.id,
+                recipient_id=recipient.id,
+                approver=recipient.address,
+                decision=decision,
+                option=option,
+                comment=comment,
+                via=via,
+            )
+            session.add(response)
+            await session.flush()
+            session.add(
+                event(
+                    request.id,
+                    "response",
+                    recipient.address,
+                    decision=decision,
+                    via=via,
+                    option=option,
+                    comment=comment,
+                    **(meta or {}),
+                )
+            )
+            decided = await _apply_policy(session, request)
+    if expired:
+        svc.notifier.notify(request.id)
+        raise NotPendingError(request.id, "expired")
+    if decided:
+        svc.notifier.notify(request.id)
+    assert response is not None
+    return Decision(request=request, response=response, decided=decided)
+
+
+def _check_option(request: Request, decision: str, option: str | None) -> None:
+    if request.kind == "approval" and decision == "answer":
+        raise InvalidInputError("an approval is answered with approve or reject")
+    if request.kind == "question" and decision != "answer":
+        raise InvalidInputError("a question is answered with a response")
+    if option is None:
+        return
+    if request.kind == "approval" and decision != "reject":
+        raise InvalidInputError("a reject option goes with a rejection")
+    names = {o["name"] for o in request.options or []}
+    if option not in names:
+        raise InvalidInputError(f"{option!r} is not one of this request's options")
+
+
+async def _apply_policy(session: AsyncSession, request: Request) -> bool:
+    responses = (
+        await session.exec(
+            select(Response)
+            .where(Response.request_id == request.id)
+            .order_by(col(Response.at), col(Response.id))
+        )
+    ).all()
+    approvers = (
+        await session.exec(
+            select(Recipient.id).where(Recipient.request_id == request.id, Recipient.role == "to")
+        )
+    ).all()
+    outcome = evaluate(request.kind, request.policy, len(approvers), responses)
+    if outcome is None:
+        return False
+    decider = responses[outcome.deciding_index]
+    request.status = outcome.status
+    request.decided_by = decider.approver
+    request.decided_via = decider.via
+    request.decided_at = decider.at
+    request.comment = decider.comment
+    request.option = decider.option
+    session.add(request)
+    session.add(
+        event(
+            request.id,
+            "decided",
+            decider.approver,
+            status=outcome.status,
+            via=decider.via,
+            responses=len(responses),
+        )
+    )
+    return True
+
+
+async def cancel(svc: Services, principal: Principal, kind: str, request_id: str) -> RequestView:
+    async with svc.db.write() as session:
+        request = await _lock_request(svc, session, request_id)
+        if request is None or request.api_key_id != principal.key_id or request.kind != kind:
+            raise NotFoundError(kind, request_id)
+        if is_due_to_expire(request):
+            await _expire_in(session, request)
+        elif request.status == "pending":
+            request.status = "cancelled"
+            request.decided_at = utcnow()
+            request.decided_via = "api"
+            session.add(request)
+            session.add(event(request.id, "cancelled", principal.name))
+    svc.notifier.notify(request_id)
+    if request.status != "cancelled":
+        raise NotPendingError(request.id, request.status)
+    async with svc.db.read() as session:
+        return await _load_view(session, request)
+
+
+async def list_events(svc: Services, principal: Principal, kind: str, request_id: str) -> list[Event]:
+    async with svc.db.read() as session:
+        request = await session.get(Request, request_id)
+        if request is None or request.api_key_id != principal.key_id or request.kind != kind:
+            raise NotFoundError(kind, request_id)
+        query = select(Event).where(Event.request_id == request_id).order_by(col(Event.id))
+        return list((await session.exec(query)).all())
+
+
+async def record_event(svc: Services, request_id: str, type_: str, actor: str | None, **data: Any) -> None:
+    async with svc.db.write() as session:
+        session.add(event(request_id, type_, actor, **data))

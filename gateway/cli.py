@@ -1,0 +1,214 @@
+"""The `gateway` command. Configuration problems end in one line naming the setting, and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.settings import ConfigError, Settings, load_settings
+
+DEV_DB = "./gateway-dev.sqlite3"
+DEV_FROM = "gateway@gateway.localhost"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Email-first approval gateway for AI agents."
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="everything in one process: SQLite, captured mail, dev mailbox")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--db", default=None, help=f"SQLite file (default {DEV_DB})")
+
+    serve = sub.add_parser("serve", help="production: HTTP API, link pages and (by default) the workers")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-workers", action="store_true", help="run only HTTP; run `gateway worker` apart")
+
+    sub.add_parser("worker", help="only the background workers (outbox sender)")
+    sub.add_parser("migrate", help="apply the schema migrations")
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="create an API key and print it once")
+    create.add_argument("name")
+    return parser
+
+
+def _fail_config(exc: ConfigError) -> int:
+    print(f"gateway: configuration error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "dev":
+            return _dev(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "worker":
+            return _worker()
+        if args.command == "migrate":
+            return _migrate()
+        if args.command == "keys":
+            return _keys_create(args.name)
+    except ConfigError as exc:
+        return _fail_config(exc)
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _run_http(app: object, host: str, port: int) -> int:
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    asyncio.run(server.serve())
+    return 0 if server.started else 1
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from gateway.app import create_app
+    from gateway.dev.mailbox import DevMailbox
+    from gateway.keys import create_key, ensure_key
+    from gateway.runtime import Runtime
+    from gateway.services import Services
+
+    overrides: dict[str, object] = {}
+    if args.db:
+        overrides["database_url"] = f"sqlite+aiosqlite:///{args.db}"
+    elif "GATEWAY_DATABASE_URL" not in os.environ:
+        overrides["database_url"] = f"sqlite+aiosqlite:///{DEV_DB}"
+    if "GATEWAY_PUBLIC_URL" not in os.environ:
+        overrides["public_url"] = f"http://{args.host}:{args.port}"
+    if "GATEWAY_FROM_ADDRESS" not in os.environ:
+        overrides["from_address"] = DEV_FROM
+    settings = load_settings("dev", **overrides)
+    _logging()
+    base = settings.public_base
+    dev_key = os.environ.get("GATEWAY_DEV_API_KEY")
+
+    async def ready(svc: Services) -> None:
+        if dev_key:
+            try:
+                await ensure_key(svc.db, "dev", dev_key)
+            except ValueError as exc:
+                raise ConfigError("GATEWAY_DEV_API_KEY", str(exc)) from None
+            key = dev_key
+        else:
+            _, key = await create_key(svc.db, "dev")
+        mailbox = runtime.dev_mailbox
+        print(f"gateway dev is running at {base}", flush=True)
+        print(f"  API key:      {key}", flush=True)
+        if not dev_key:
+            print("                (set GATEWAY_DEV_API_KEY to keep one key across restarts)", flush=True)
+        print(f"  Dev mailbox:  {base}/dev/mailbox", flush=True)
+        print(f"  API docs:     {base}/docs", flush=True)
+        print(f"  Mail capture: SMTP on 127.0.0.1:{mailbox.port if mailbox else '?'}", flush=True)
+        print(f"  Database:     {settings.database_url}", flush=True)
+
+    runtime = Runtime(settings, dev_mailbox=DevMailbox(base), on_ready=ready)
+    return _run_http(create_app(runtime), args.host, args.port)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.app import create_app
+    from gateway.runtime import Runtime
+
+    settings = load_settings("serve")
+    _logging()
+    runtime = Runtime(settings, workers=not args.no_workers)
+    print(f"gateway serve on {args.host}:{args.port}, public URL {settings.public_base}", flush=True)
+    return _run_http(create_app(runtime), args.host, args.port)
+
+
+def _worker() -> int:
+    from gateway.runtime import Runtime
+
+    settings = load_settings("worker")
+    _logging()
+
+    async def run() -> None:
+        runtime = Runtime(settings)
+        await runtime.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print("gateway worker running", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await runtime.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def _migrate() -> int:
+    from gateway.db import Database
+    from gateway.runtime import upgrade_schema
+
+    settings = load_settings("tool")
+
+    async def run() -> None:
+        db = Database(settings.async_database_url)
+        try:
+            await upgrade_schema(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    print(f"gateway: schema is up to date ({_safe_url(settings)})")
+    return 0
+
+
+def _keys_create(name: str) -> int:
+    from gateway.db import Database
+    from gateway.keys import create_key
+    from gateway.runtime import upgrade_schema
+
+    settings = load_settings("tool")
+
+    async def run() -> str:
+        db = Database(settings.async_database_url)
+        try:
+            await upgrade_schema(db)
+            _, plaintext = await create_key(db, name)
+            return plaintext
+        finally:
+            await db.dispose()
+
+    print(asyncio.run(run()))
+    print(f"(key {name!r} created; it is shown only this once)", file=sys.stderr)
+    return 0
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.async_database_url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Signed per-recipient links and the pages behind them."""

@@ -1,0 +1,197 @@
+"""``/r/<token>``: the page behind every emailed link.
+
+GET and HEAD only show (mail scanners fetch every link, and some run its scripts); the form's POST decides,
+once per recipient, with a CSRF field. Every refusal is a page a person can read, with a 4xx status.
+"""
+
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from gateway.api.deps import services
+from gateway.approvals import service
+from gateway.approvals.service import RequestView
+from gateway.errors import AlreadyRespondedError, GatewayError, NotAnApproverError, NotPendingError
+from gateway.links.tokens import TokenError, TokenExpiredError
+from gateway.mail.compose import argument_rows, links_for, policy_text
+from gateway.models import Recipient
+from gateway.services import Services
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+class LinkPageError(Exception):
+    def __init__(self, status: int, title: str, detail: str, view: RequestView | None = None) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.view = view
+        super().__init__(title)
+
+
+def render(svc: Services, name: str, status: int, **ctx: Any) -> HTMLResponse:
+    html = svc.templates.get_template(name).render(**ctx)
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+
+def error_page(svc: Services, exc: LinkPageError) -> HTMLResponse:
+    return render(svc, "pages/message.html", exc.status, title=exc.title, detail=exc.detail)
+
+
+async def resolve(svc: Services, token: str) -> tuple[RequestView, Recipient]:
+    try:
+        claim = svc.signer.verify_link(token)
+    except TokenExpiredError as exc:
+        raise LinkPageError(
+            410, "This link has expired", "The request it belongs to is no longer open."
+        ) from exc
+    except TokenError as exc:
+        raise LinkPageError(
+            400,
+            "This link is not valid",
+            "It may have been cut short or altered. Open it from the email again.",
+        ) from exc
+    found = await service.view_for_recipient(svc, claim.recipient_id)
+    if found is None:
+        raise LinkPageError(
+            404, "Request not found", "This link points to a request this gateway does not know."
+        )
+    return found
+
+
+def page_context(
+    svc: Services, view: RequestView, recipient: Recipient, preselect: str | None
+) -> dict[str, Any]:
+    request = view.request
+    mine = next((r for r in view.responses if r.recipient_id == recipient.id), None)
+    approvers = sum(1 for r in view.recipients if r.role == "to")
+    email = request.channel["email"]
+    return {
+        "request": request,
+        "kind": request.kind,
+        "recipient": recipient,
+        "mine": mine,
+        "responses": view.responses,
+        "arguments": argument_rows(request.kwargs),
+        "context": email.get("context"),
+        "options": request.options or [],
+        "policy_text": policy_text(request, approvers),
+        "links": (links := links_for(svc, recipient, request)),
+        "post_url": urlsplit(links.page).path,
+        "csrf_token": svc.signer.sign_csrf(recipient.id),
+        "preselect": preselect,
+        "can_answer": request.status == "pending" and mine is None and recipient.role == "to",
+    }
+
+
+async def _show(
+    svc: Services, http: Request, token: str, preselect: str | None, done: bool = False
+) -> Response:
+    try:
+        view, recipient = await resolve(svc, token)
+    except LinkPageError as exc:
+        return error_page(svc, exc)
+    if http.method == "GET":
+        await service.record_event(
+            svc,
+            view.request.id,
+            "link_opened",
+            recipient.address,
+            ip=http.client.host if http.client else None,
+            user_agent=http.headers.get("user-agent", "")[:300],
+        )
+    ctx = page_context(svc, view, recipient, preselect)
+    return render(svc, "pages/request.html", 200, done=done, **ctx)
+
+
+@router.api_route("/r/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+async def show(token: str, http: Request, done: int = 0, svc: Services = Depends(services)) -> Response:
+    return await _show(svc, http, token, None, bool(done))
+
+
+@router.api_route("/r/{token}/{action}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+async def show_action(token: str, action: str, http: Request, svc: Services = Depends(services)) -> Response:
+    if action not in ("approve", "reject", "answer"):
+        return error_page(
+            svc, LinkPageError(404, "Page not found", "This address does not match any action.")
+        )
+    return await _show(svc, http, token, action)
+
+
+@router.api_route("/r/{token}/option/{name}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+async def show_option(token: str, name: str, http: Request, svc: Services = Depends(services)) -> Response:
+    return await _show(svc, http, token, f"option:{name}")
+
+
+@router.post("/r/{token}", response_class=HTMLResponse)
+async def submit(
+    token: str,
+    http: Request,
+    csrf_token: Annotated[str, Form()] = "",
+    decision: Annotated[str | None, Form()] = None,
+    option: Annotated[str | None, Form()] = None,
+    reject_option: Annotated[str | None, Form()] = None,
+    comment: Annotated[str | None, Form(max_length=20_000)] = None,
+    response: Annotated[str | None, Form(max_length=20_000)] = None,
+    svc: Services = Depends(services),
+) -> Response:
+    try:
+        view, recipient = await resolve(svc, token)
+        try:
+            svc.signer.verify_csrf(csrf_token, recipient.id)
+        except TokenError as exc:
+            raise LinkPageError(
+                403, "This form has expired", "Open the link from the email again and submit the fresh form."
+            ) from exc
+        kind = view.request.kind
+        meta = {"ip": http.client.host if http.client else None}
+        if kind == "approval":
+            if decision not in ("approve", "reject"):
+                raise LinkPageError(400, "Choose approve or reject", "The form was sent without a decision.")
+            await service.respond(
+                svc,
+                recipient.id,
+                decision=decision,
+                via="link",
+                comment=comment,
+                option=(reject_option or None) if decision == "reject" else None,
+                meta=meta,
+            )
+        else:
+            text = (response or comment or "").strip()
+            chosen = option or None
+            if not text and chosen:
+                match = next((o for o in view.request.options or [] if o["name"] == chosen), None)
+                text = (match or {}).get("title") or chosen
+            if not text:
+                raise LinkPageError(400, "Write an answer", "The form was sent without an answer.")
+            await service.respond(
+                svc, recipient.id, decision="answer", via="link", comment=text, option=chosen, meta=meta
+            )
+    except LinkPageError as exc:
+        return error_page(svc, exc)
+    except (NotPendingError, AlreadyRespondedError) as exc:
+        return await _conflict(svc, http, token, exc)
+    except NotAnApproverError as exc:
+        return error_page(svc, LinkPageError(403, "You were copied for information", exc.message))
+    except GatewayError as exc:
+        return error_page(svc, LinkPageError(exc.status, "This answer was not accepted", exc.message))
+    return RedirectResponse(f"/r/{token}?done=1", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+async def _conflict(svc: Services, http: Request, token: str, exc: GatewayError) -> Response:
+    view, recipient = await resolve(svc, token)
+    ctx = page_context(svc, view, recipient, None)
+    return render(svc, "pages/request.html", 409, done=False, refused=exc.message, **ctx)

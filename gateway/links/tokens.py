@@ -1,0 +1,107 @@
+"""Signed tokens, one salt per purpose, keys rotating through GATEWAY_SECRET_KEYS (the last one signs).
+
+- link: in ``/r/<token>``; names one recipient of one request and carries its own expiry.
+- csrf: the confirmation form's hidden field; bound to the recipient, valid for a day.
+- reply: the plus-address tag in Reply-To. Mail systems may lowercase local parts, so it is lowercase
+  base32 only, and short enough for a 64-character local part.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+LINK_SALT = "gateway.link.v1"
+CSRF_SALT = "gateway.csrf.v1"
+REPLY_SALT = b"gateway.reply.v1"
+CSRF_MAX_AGE = 24 * 3600
+
+
+class TokenError(Exception):
+    """The token is not one of ours, or was altered."""
+
+    def __init__(self, purpose: str, reason: str) -> None:
+        self.purpose = purpose
+        self.reason = reason
+        super().__init__(f"{purpose} token {reason}")
+
+
+class TokenExpiredError(TokenError):
+    def __init__(self, purpose: str, recipient_id: str | None) -> None:
+        self.recipient_id = recipient_id
+        super().__init__(purpose, "has expired")
+
+
+@dataclass(frozen=True)
+class LinkClaim:
+    recipient_id: str
+    expires_at: float
+
+
+class Signer:
+    def __init__(self, secret_keys: list[str], link_max_age: int) -> None:
+        if not secret_keys:
+            raise ValueError("at least one secret key is needed")
+        self._keys = secret_keys
+        self._link = URLSafeTimedSerializer(secret_keys, salt=LINK_SALT)
+        self._csrf = URLSafeTimedSerializer(secret_keys, salt=CSRF_SALT)
+        self.link_max_age = link_max_age
+
+    # links -------------------------------------------------------------------------------------
+
+    def sign_link(self, recipient_id: str, expires_at: float | None) -> str:
+        exp = expires_at if expires_at is not None else time.time() + self.link_max_age
+        return self._link.dumps([recipient_id, int(exp)])
+
+    def verify_link(self, token: str, now: float | None = None) -> LinkClaim:
+        try:
+            payload = self._link.loads(token)
+        except BadSignature as exc:
+            raise TokenError("link", "is not valid (it may have been cut or altered)") from exc
+        if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], str)):
+            raise TokenError("link", "has an unexpected payload")
+        recipient_id, exp = payload[0], float(payload[1])
+        if (now or time.time()) > exp:
+            raise TokenExpiredError("link", recipient_id)
+        return LinkClaim(recipient_id=recipient_id, expires_at=exp)
+
+    # csrf --------------------------------------------------------------------------------------
+
+    def sign_csrf(self, recipient_id: str) -> str:
+        return self._csrf.dumps(recipient_id)
+
+    def verify_csrf(self, token: str, recipient_id: str) -> None:
+        try:
+            value = self._csrf.loads(token, max_age=CSRF_MAX_AGE)
+        except SignatureExpired as exc:
+            raise TokenExpiredError("csrf", recipient_id) from exc
+        except BadSignature as exc:
+            raise TokenError("csrf", "is not valid") from exc
+        if value != recipient_id:
+            raise TokenError("csrf", "belongs to another link")
+
+    # reply address tag -------------------------------------------------------------------------
+
+    def _reply_mac(self, key: str, body: str) -> str:
+        digest = hmac.new(key.encode(), REPLY_SALT + body.encode(), hashlib.sha256).digest()
+        return base64.b32encode(digest[:10]).decode().lower()  # 80 bits, 16 characters
+
+    def sign_reply(self, recipient_id: str) -> str:
+        body = recipient_id.removeprefix("rcp_")
+        return f"{body}-{self._reply_mac(self._keys[-1], body)}"
+
+    def verify_reply(self, tag: str) -> str:
+        """The recipient id the tag names; TokenError when it is not ours."""
+        tag = tag.strip().lower()
+        body, sep, mac = tag.rpartition("-")
+        if not sep or not body:
+            raise TokenError("reply", "is not valid")
+        for key in reversed(self._keys):
+            if hmac.compare_digest(mac, self._reply_mac(key, body)):
+                return f"rcp_{body}"
+        raise TokenError("reply", "is not valid")

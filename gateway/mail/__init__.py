@@ -1,0 +1,1 @@
+"""Outgoing mail: composing request mails from templates, and the durable outbox that delivers them."""

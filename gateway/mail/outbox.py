@@ -1,0 +1,159 @@
+"""The outbox sender: delivers stored mails, retrying temporary failures with exponential backoff.
+
+A mail is a row before it is a packet: the request and its mails commit together, so a process killed after
+the commit sends the mail after it restarts. Delivery is at least once: a crash between the server's 250 and
+our update sends that one mail again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlmodel import col, func, select
+
+from gateway.approvals.service import event
+from gateway.mail.smtp import DeliveryError
+from gateway.models import OutboxMessage, utcnow
+from gateway.services import Services
+
+log = logging.getLogger("gateway.mail.outbox")
+
+IDLE_CHECK = 60.0
+
+
+class Transport(Protocol):
+    async def send(self, mail_from: str, rcpt_to: list[str], raw: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+def backoff(attempts: int, base: float, cap: float) -> float:
+    """Seconds before the next try after ``attempts`` failures: doubling, capped, with ±20% jitter."""
+    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    return delay * random.uniform(0.8, 1.2)
+
+
+class OutboxSender:
+    def __init__(self, svc: Services, transport: Transport) -> None:
+        self.svc = svc
+        self.transport = transport
+
+    async def due(self, limit: int) -> list[OutboxMessage]:
+        query = (
+            select(OutboxMessage)
+            .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= utcnow())
+            .order_by(col(OutboxMessage.next_attempt_at))
+            .limit(limit)
+        )
+        async with self.svc.db.read() as session:
+            return list((await session.exec(query)).all())
+
+    async def next_due_at(self) -> datetime | None:
+        query = select(func.min(OutboxMessage.next_attempt_at)).where(OutboxMessage.status == "pending")
+        async with self.svc.db.read() as session:
+            value = (await session.exec(query)).first()
+        if isinstance(value, str):  # SQLite returns aggregates untyped
+            value = datetime.fromisoformat(value)
+        if value is not None and value.tzinfo is None:
+            from datetime import UTC
+
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    async def send_one(self, mail: OutboxMessage) -> str:
+        """Try once; record the outcome. Returns the new status."""
+        settings = self.svc.settings
+        try:
+            await self.transport.send(mail.mail_from, mail.rcpt_to, mail.raw)
+        except DeliveryError as exc:
+            attempts = mail.attempts + 1
+            if exc.permanent or attempts >= settings.outbox_max_attempts:
+                status, type_ = "failed", "mail_failed"
+                next_at = mail.next_attempt_at
+            else:
+                status, type_ = "pending", "mail_deferred"
+                delay = backoff(attempts, settings.outbox_backoff_base, settings.outbox_backoff_max)
+                next_at = utcnow() + timedelta(seconds=delay)
+            await self._record(mail, status, attempts, next_at, str(exc), type_)
+            log.warning("mail %s to %s %s: %s", mail.id, mail.rcpt_to, type_, exc)
+            return status
+        await self._record(mail, "sent", mail.attempts + 1, mail.next_attempt_at, None, "mail_sent")
+        return "sent"
+
+    async def _record(
+        self,
+        mail: OutboxMessage,
+        status: str,
+        attempts: int,
+        next_at: datetime,
+        error: str | None,
+        type_: str,
+    ) -> None:
+        async with self.svc.db.write() as session:
+            row = await session.get(OutboxMessage, mail.id)
+            if row is None or row.status != "pending":
+                return
+            row.status = status
+            row.attempts = attempts
+            row.next_attempt_at = next_at
+            row.last_error = error
+            if status == "sent":
+                row.sent_at = utcnow()
+            session.add(row)
+            if row.request_id:
+                data: dict[str, object] = {
+                    "to": row.rcpt_to[0],
+                    "message_id": row.message_id,
+                    "attempt": attempts,
+                }
+                if error:
+                    data["error"] = error
+                if type_ == "mail_deferred":
+                    data["next_attempt_at"] = next_at.isoformat()
+                session.add(event(row.request_id, type_, None, **data))
+
+    async def run_once(self) -> int:
+        """Send everything due now; returns how many mails were tried."""
+        tried = 0
+        while True:
+            batch = await self.due(self.svc.settings.outbox_batch_size)
+            if not batch:
+                return tried
+            for mail in batch:
+                tried += 1
+                try:
+                    await self.send_one(mail)
+                except Exception:  # one bad row must never stop the sender
+                    log.exception("outbox: unexpected error on %s; retrying later", mail.id)
+                    await self._record(
+                        mail,
+                        "pending",
+                        mail.attempts + 1,
+                        utcnow() + timedelta(seconds=60),
+                        "internal error",
+                        "mail_deferred",
+                    )
+
+    async def run(self) -> None:
+        wakeup = self.svc.outbox_wakeup
+        try:
+            while True:
+                wakeup.clear()
+                try:
+                    await self.run_once()
+                    next_at = await self.next_due_at()
+                except Exception:
+                    log.exception("outbox: database error; retrying in 5 s")
+                    next_at = utcnow() + timedelta(seconds=5)
+                timeout = IDLE_CHECK
+                if next_at is not None:
+                    timeout = max(0.0, min(timeout, (next_at - utcnow()).total_seconds()))
+                try:
+                    await asyncio.wait_for(wakeup.wait(), timeout)
+                except TimeoutError:
+                    pass
+        finally:
+            await self.transport.close()

@@ -1,0 +1,181 @@
+"""The tables. One module, so Alembic sees the whole schema and every domain shares the same rows.
+
+Times are stored as UTC and always come back timezone-aware, whatever the database does with zones.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered, lowercase-only ids: sortable in indexes and safe in case-folding mail systems."""
+    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_B32[value & 31])
+        value >>= 5
+    return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def random_token(length: int) -> str:
+    return "".join(secrets.choice(_B32) for _ in range(length))
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _dt(index: bool = False, nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), index=index, nullable=nullable))
+
+
+def _json() -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True)
+    name: str
+    prefix: str = Field(index=True, unique=True)
+    key_hash: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    revoked_at: datetime | None = _dt()
+
+
+class Request(SQLModel, table=True):
+    """An approval or a question. ``comment``/``option`` hold the rejection comment and reject option of an
+    approval, or the response text and chosen option of a question."""
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "call_id", name="uq_requests_key_call"),
+        Index("ix_requests_key_created", "api_key_id", "created_at"),
+    )
+
+    id: str = Field(primary_key=True)
+    kind: str  # "approval" | "question"
+    api_key_id: str = Field(foreign_key="api_keys.id")
+    call_id: str
+    run_id: str | None = None
+    ref: str = Field(unique=True)
+    fn: str | None = None
+    kwargs: dict[str, Any] | None = _json()
+    message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    channel: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    options: list[dict[str, Any]] | None = _json()
+    policy: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", index=True)
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    option: str | None = None
+    decided_by: str | None = None
+    decided_via: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    decided_at: datetime | None = _dt()
+    expires_at: datetime | None = _dt(index=True)
+    state: dict[str, Any] | None = _json()
+    callback_url: str | None = None
+    content_hash: str
+
+
+class Recipient(SQLModel, table=True):
+    """One person a request was sent to. ``role`` "to" can decide; "cc" is informed only."""
+
+    __tablename__ = "recipients"
+
+    id: str = Field(primary_key=True)
+    request_id: str = Field(foreign_key="requests.id", index=True)
+    address: str = Field(index=True)
+    role: str = "to"
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Response(SQLModel, table=True):
+    """What one recipient answered. The unique pair makes every link and reply single-use."""
+
+    __tablename__ = "responses"
+    __table_args__ = (UniqueConstraint("request_id", "recipient_id", name="uq_responses_request_recipient"),)
+
+    id: str = Field(primary_key=True)
+    request_id: str = Field(foreign_key="requests.id", index=True)
+    recipient_id: str = Field(foreign_key="recipients.id")
+    approver: str
+    decision: str  # "approve" | "reject" | "answer"
+    option: str | None = None
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    via: str
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A mail waiting to go out, written in the same transaction as the request it belongs to."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True)
+    request_id: str | None = Field(default=None, foreign_key="requests.id", index=True)
+    recipient_id: str | None = Field(default=None, foreign_key="recipients.id")
+    kind: str
+    mail_from: str
+    rcpt_to: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    message_id: str = Field(unique=True)
+    raw: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "pending"  # pending | sent | failed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    sent_at: datetime | None = _dt()
+
+
+class Event(SQLModel, table=True):
+    """The audit trail: appended, never updated."""
+
+    __tablename__ = "events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(foreign_key="requests.id", index=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    type: str
+    actor: str | None = None
+    data: dict[str, Any] | None = _json()
+
+
+class KeyValue(SQLModel, table=True):
+    """Small pieces of service state (the dev secret, later the poller's UID marks)."""
+
+    __tablename__ = "kv"
+
+    key: str = Field(primary_key=True)
+    value: str = Field(sa_column=Column(Text, nullable=False))

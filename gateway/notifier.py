@@ -1,0 +1,40 @@
+"""Wakes waiters the moment a request's decision is committed, without polling.
+
+In-process only: a waiter registers before it reads the request, so a decision committed between the read and
+the wait is never missed. (Waking waiters on other replicas is PostgreSQL's LISTEN/NOTIFY's job.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+
+    @contextmanager
+    def subscribe(self, key: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._waiters[key].add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[key]
+
+    def notify(self, key: str) -> int:
+        waiters = self._waiters.get(key, ())
+        for event in waiters:
+            event.set()
+        return len(waiters)
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(w) for w in self._waiters.values())

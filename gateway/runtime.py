@@ -1,0 +1,105 @@
+"""What a running gateway owns: the database, the shared services and the background workers.
+
+The app factory's lifespan and `gateway worker` both start one of these, so the workers run the same way
+with or without the HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+
+from gateway import migrate
+from gateway.db import Database
+from gateway.dev.mailbox import DevMailbox
+from gateway.links.tokens import Signer
+from gateway.mail.outbox import OutboxSender
+from gateway.mail.smtp import SmtpTransport
+from gateway.models import KeyValue
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.templating import make_environment
+
+log = logging.getLogger("gateway")
+
+DEV_SECRET = "dev_secret_key"
+
+
+async def dev_secret(db: Database) -> str:
+    """`gateway dev` without GATEWAY_SECRET_KEYS: one random key, kept in the database across restarts."""
+    async with db.write() as session:
+        row = await session.get(KeyValue, DEV_SECRET)
+        if row is None:
+            row = KeyValue(key=DEV_SECRET, value=secrets.token_urlsafe(32))
+            session.add(row)
+        return row.value
+
+
+async def upgrade_schema(db: Database) -> None:
+    """Apply migrations; on PostgreSQL under an advisory lock so replicas starting together take turns."""
+    if db.is_sqlite:
+        await migrate.upgrade(db)
+        return
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(727274)"))
+        try:
+            await migrate.upgrade(db)
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(727274)"))
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    workers: bool = True
+    migrate_on_start: bool = True
+    dev_mailbox: DevMailbox | None = None
+    on_ready: Callable[[Services], Awaitable[None]] | None = None
+    services: Services | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> Services:
+        settings = self.settings
+        db = Database(settings.async_database_url)
+        try:
+            if self.migrate_on_start:
+                await upgrade_schema(db)
+            keys = settings.secret_key_list or [await dev_secret(db)]
+        except Exception:
+            await db.dispose()
+            raise
+        if self.dev_mailbox is not None:
+            port = await self.dev_mailbox.start()
+            settings.smtp_host, settings.smtp_port, settings.smtp_security = "127.0.0.1", port, "none"
+            settings.smtp_username = settings.smtp_password = None
+        svc = Services(
+            settings=settings,
+            db=db,
+            signer=Signer(keys, settings.link_max_age),
+            templates=make_environment(settings.templates_dir),
+        )
+        self.services = svc
+        if self.workers:
+            sender = OutboxSender(svc, SmtpTransport(settings))
+            self._tasks.append(asyncio.create_task(sender.run(), name="outbox-sender"))
+        if self.on_ready is not None:
+            await self.on_ready(svc)
+        return svc
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.dev_mailbox is not None:
+            await self.dev_mailbox.stop()
+        if self.services is not None:
+            await self.services.db.dispose()

@@ -1,0 +1,32 @@
+"""What every domain needs, built once by the app factory and handed around (no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from jinja2 import Environment
+
+from gateway.db import Database
+from gateway.keys import KeyStore
+from gateway.links.tokens import Signer
+from gateway.notifier import Notifier
+from gateway.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    signer: Signer
+    templates: Environment
+    notifier: Notifier = field(default_factory=Notifier)
+    outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    keys: KeyStore = field(init=False)
+    agent_names: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyStore(self.db)
+
+    def wake_outbox(self) -> None:
+        self.outbox_wakeup.set()

@@ -1,0 +1,172 @@
+"""One settings object, read from the environment (prefix ``GATEWAY_``) or a ``.env`` file.
+
+A bad configuration must stop the start with one line that names the setting, so every check here
+raises :class:`ConfigError` carrying the variable's name rather than letting a traceback escape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Security = Literal["none", "starttls", "tls"]
+Mode = Literal["dev", "serve", "worker", "tool"]
+
+_DEFAULT_PORTS = {
+    "smtp": {"none": 25, "starttls": 587, "tls": 465},
+    "imap": {"none": 143, "starttls": 143, "tls": 993},
+}
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or contradicts another; ``setting`` names the variable."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"{setting}: {problem}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./gateway.sqlite3"
+    public_url: str | None = None
+    secret_keys: str | None = None
+    from_address: str | None = None
+    reply_address: str | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_security: Security = "starttls"
+    smtp_timeout: float = 30.0
+
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_username: str | None = None
+    imap_password: str | None = None
+    imap_security: Security = "tls"
+    imap_mailbox: str = "INBOX"
+
+    templates_dir: Path | None = None
+    default_expires_in: int | None = None
+    link_max_age: int = 30 * 24 * 3600
+    outbox_max_attempts: int = 12
+    outbox_backoff_base: float = 2.0
+    outbox_backoff_max: float = 3600.0
+    outbox_batch_size: int = 50
+
+    @field_validator("default_expires_in", "link_max_age", "outbox_max_attempts", "outbox_batch_size")
+    @classmethod
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be a positive number")
+        return value
+
+    # --- derived values -------------------------------------------------------------------------
+
+    @property
+    def secret_key_list(self) -> list[str]:
+        """All keys verify; the last one signs (itsdangerous treats the list's end as newest)."""
+        return [k.strip() for k in (self.secret_keys or "").split(",") if k.strip()]
+
+    @property
+    def async_database_url(self) -> str:
+        return normalise_database_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")
+
+    @property
+    def smtp_port_effective(self) -> int:
+        return self.smtp_port or _DEFAULT_PORTS["smtp"][self.smtp_security]
+
+    @property
+    def imap_port_effective(self) -> int:
+        return self.imap_port or _DEFAULT_PORTS["imap"][self.imap_security]
+
+    @property
+    def reply_address_effective(self) -> str | None:
+        return self.reply_address or self.from_address
+
+    @property
+    def public_base(self) -> str:
+        return (self.public_url or "http://127.0.0.1:8000").rstrip("/")
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def check(self, mode: Mode) -> None:
+        """Raise ConfigError for the first missing or contradictory setting for this mode."""
+        needed: list[str] = []
+        if mode in ("serve", "worker"):
+            needed = ["secret_keys", "public_url", "from_address", "smtp_host"]
+        for name in needed:
+            if not getattr(self, name):
+                raise ConfigError(_env(name), f"is required for `gateway {mode}`")
+        for key in self.secret_key_list:
+            if len(key) < 16:
+                raise ConfigError(_env("secret_keys"), "every key must be at least 16 characters long")
+        if self.secret_keys is not None and not self.secret_key_list:
+            raise ConfigError(_env("secret_keys"), "is set but holds no key")
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(_env("public_url"), "must be an absolute http:// or https:// URL")
+        for name in ("from_address", "reply_address"):
+            value = getattr(self, name)
+            if value is not None and not _looks_like_address(value):
+                raise ConfigError(_env(name), f"{value!r} is not an email address")
+        if bool(self.smtp_username) != bool(self.smtp_password):
+            missing = "smtp_password" if self.smtp_username else "smtp_username"
+            raise ConfigError(_env(missing), "SMTP_USERNAME and SMTP_PASSWORD must be set together")
+        if self.imap_host and not (self.imap_username and self.imap_password):
+            raise ConfigError(
+                _env("imap_username"), "IMAP_HOST is set, so IMAP_USERNAME and IMAP_PASSWORD are needed"
+            )
+        if (self.imap_username or self.imap_password) and not self.imap_host:
+            raise ConfigError(_env("imap_host"), "IMAP credentials are set but IMAP_HOST is not")
+        if self.imap_host and not self.reply_address_effective:
+            raise ConfigError(_env("reply_address"), "the IMAP poller needs the address replies go to")
+        if self.templates_dir is not None and not self.templates_dir.is_dir():
+            raise ConfigError(_env("templates_dir"), f"{self.templates_dir} is not a directory")
+        url = self.async_database_url
+        if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
+            raise ConfigError(_env("database_url"), "must be a sqlite:// or postgresql:// URL")
+
+
+def _env(field: str) -> str:
+    return f"GATEWAY_{field.upper()}"
+
+
+def _looks_like_address(value: str) -> bool:
+    local, _, domain = value.rpartition("@")
+    return bool(local) and "." in domain and " " not in value
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the plain scheme users write and pick the async driver the gateway runs on."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def load_settings(mode: Mode = "tool", **overrides: object) -> Settings:
+    """Read and check the settings; every failure becomes one ConfigError naming a variable."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        raise ConfigError(_env(field), first["msg"]) from None
+    settings.check(mode)
+    return settings
