@@ -73,7 +73,7 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = _dt()
 
 
-class Request(SQLModel, table=True):
+class Request(SQLModel, table=True):  # type: ignore[no-redef]
     """An approval or a question. ``comment``/``option`` hold the rejection comment and reject option of an
     approval, or the response text and chosen option of a question."""
 

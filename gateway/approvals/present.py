@@ -22,8 +22,8 @@ def _recipients(view: RequestView) -> list[RecipientOut]:
         out.append(
             RecipientOut(
                 address=rcp.address,
-                role=rcp.role,  # type: ignore[arg-type]
-                mail_status=mail.status if mail else None,  # type: ignore[arg-type]
+                role=rcp.role,
+                mail_status=mail.status if mail else None,
                 mail_error=mail.last_error if mail and mail.status != "sent" else None,
                 responded=rcp.id in answered,
             )
@@ -43,18 +43,18 @@ def approval_out(view: RequestView) -> ApprovalOut:
         run_id=r.run_id,
         fn=r.fn or "",
         kwargs=r.kwargs or {},
-        status=r.status,  # type: ignore[arg-type]
+        status=r.status,
         comment=r.comment,
         reject_option=r.option,
         decided_by=r.decided_by,
-        decided_via=r.decided_via,  # type: ignore[arg-type]
+        decided_via=r.decided_via,
         created_at=r.created_at,
         decided_at=r.decided_at,
         expires_at=r.expires_at,
         responses=[
             ResponseOut(
                 approver=x.approver,
-                decision=x.decision,  # type: ignore[arg-type]
+                decision=x.decision,
                 comment=x.comment,
                 via=x.via,
                 at=x.at,
@@ -76,11 +76,11 @@ def question_out(view: RequestView) -> QuestionOut:
         call_id=r.call_id,
         run_id=r.run_id,
         message=r.message or "",
-        status=r.status,  # type: ignore[arg-type]
+        status=r.status,
         response=r.comment,
         response_option=r.option,
         responded_by=r.decided_by,
-        responded_via=r.decided_via,  # type: ignore[arg-type]
+        responded_via=r.decided_via,
         created_at=r.created_at,
         responded_at=r.decided_at,
         expires_at=r.expires_at,

@@ -1,7 +1,9 @@
 """/v1/approvals and /v1/questions: the same five endpoints for both kinds, defined once."""
 
 import asyncio
+import contextlib
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -45,10 +47,8 @@ async def wait_for_decision(
         timeout = wait
         if request.expires_at is not None:
             timeout = min(timeout, max(0.0, (request.expires_at - utcnow()).total_seconds()) + 0.01)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(decided.wait(), timeout)
-        except TimeoutError:
-            pass
     return await service.get_view(svc, who, kind, request_id)
 
 
@@ -92,7 +92,7 @@ def _register(
         rows = await service.list_events(svc, who, kind, request_id)
         return [EventOut(id=e.id or 0, at=e.at, type=e.type, actor=e.actor, data=e.data) for e in rows]
 
-    tags = [plural]
+    tags: list[str | Enum] = [plural]
     router.add_api_route(
         f"/{plural}",
         create,

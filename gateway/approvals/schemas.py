@@ -127,7 +127,7 @@ class ApprovalCreate(_CreateBase):
     @field_validator("kwargs")
     @classmethod
     def _kwargs_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _json_size(value, "kwargs")  # type: ignore[no-any-return]
+        return _json_size(value, "kwargs")
 
     @field_validator("reject_options")
     @classmethod
@@ -137,8 +137,9 @@ class ApprovalCreate(_CreateBase):
     @model_validator(mode="after")
     def _quorum_reachable(self) -> ApprovalCreate:
         if isinstance(self.policy, Quorum) and self.policy.quorum > len(self.channel.email.to):
+            count = len(self.channel.email.to)
             raise ValueError(
-                f"a quorum of {self.policy.quorum} can never be reached with {len(self.channel.email.to)} recipient(s)"
+                f"a quorum of {self.policy.quorum} can never be reached with {count} recipient(s)"
             )
         return self
 
@@ -177,7 +178,7 @@ class RecipientOut(BaseModel):
     responded: bool
 
 
-class ApprovalOut(BaseModel):
+class ApprovalOut(BaseModel):  # type: ignore[no-redef]
     id: str
     call_id: str
     run_id: str | None

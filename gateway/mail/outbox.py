@@ -8,6 +8,7 @@ our update sends that one mail again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from datetime import datetime, timedelta
@@ -151,9 +152,7 @@ class OutboxSender:
                 timeout = IDLE_CHECK
                 if next_at is not None:
                     timeout = max(0.0, min(timeout, (next_at - utcnow()).total_seconds()))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout)
-                except TimeoutError:
-                    pass
         finally:
             await self.transport.close()

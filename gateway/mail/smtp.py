@@ -48,7 +48,7 @@ class SmtpTransport:
             username=s.smtp_username,
             password=s.smtp_password,
             use_tls=s.smtp_security == "tls",
-            start_tls=True if s.smtp_security == "starttls" else False,
+            start_tls=s.smtp_security == "starttls",
             timeout=s.smtp_timeout,
         )
 

@@ -8,7 +8,6 @@ Create Date: 2026-11-21 05:48:09.792568
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 import gateway.models
@@ -22,10 +21,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "api_keys",
-        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("prefix", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("key_hash", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("id", sa.String(), nullable=False),
+        sa.Column("name", sa.String(), nullable=False),
+        sa.Column("prefix", sa.String(), nullable=False),
+        sa.Column("key_hash", sa.String(), nullable=False),
         sa.Column("created_at", gateway.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", gateway.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
@@ -36,35 +35,35 @@ def upgrade() -> None:
 
     op.create_table(
         "kv",
-        sa.Column("key", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("key", sa.String(), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("key"),
     )
     op.create_table(
         "requests",
-        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("api_key_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("call_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("run_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("ref", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("fn", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("id", sa.String(), nullable=False),
+        sa.Column("kind", sa.String(), nullable=False),
+        sa.Column("api_key_id", sa.String(), nullable=False),
+        sa.Column("call_id", sa.String(), nullable=False),
+        sa.Column("run_id", sa.String(), nullable=True),
+        sa.Column("ref", sa.String(), nullable=False),
+        sa.Column("fn", sa.String(), nullable=True),
         sa.Column("kwargs", sa.JSON(), nullable=True),
         sa.Column("message", sa.Text(), nullable=True),
         sa.Column("channel", sa.JSON(), nullable=False),
         sa.Column("options", sa.JSON(), nullable=True),
         sa.Column("policy", sa.JSON(), nullable=False),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("status", sa.String(), nullable=False),
         sa.Column("comment", sa.Text(), nullable=True),
-        sa.Column("option", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("decided_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("decided_via", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("option", sa.String(), nullable=True),
+        sa.Column("decided_by", sa.String(), nullable=True),
+        sa.Column("decided_via", sa.String(), nullable=True),
         sa.Column("created_at", gateway.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("decided_at", gateway.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("expires_at", gateway.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("state", sa.JSON(), nullable=True),
-        sa.Column("callback_url", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("content_hash", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("callback_url", sa.String(), nullable=True),
+        sa.Column("content_hash", sa.String(), nullable=False),
         sa.ForeignKeyConstraint(
             ["api_key_id"],
             ["api_keys.id"],
@@ -81,10 +80,10 @@ def upgrade() -> None:
     op.create_table(
         "events",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("request_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("request_id", sa.String(), nullable=False),
         sa.Column("at", gateway.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("type", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("type", sa.String(), nullable=False),
+        sa.Column("actor", sa.String(), nullable=True),
         sa.Column("data", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["request_id"],
@@ -97,10 +96,10 @@ def upgrade() -> None:
 
     op.create_table(
         "recipients",
-        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("request_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("address", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("role", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("id", sa.String(), nullable=False),
+        sa.Column("request_id", sa.String(), nullable=False),
+        sa.Column("address", sa.String(), nullable=False),
+        sa.Column("role", sa.String(), nullable=False),
         sa.Column("created_at", gateway.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["request_id"],
@@ -114,15 +113,15 @@ def upgrade() -> None:
 
     op.create_table(
         "outbox",
-        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("request_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("recipient_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("mail_from", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("id", sa.String(), nullable=False),
+        sa.Column("request_id", sa.String(), nullable=True),
+        sa.Column("recipient_id", sa.String(), nullable=True),
+        sa.Column("kind", sa.String(), nullable=False),
+        sa.Column("mail_from", sa.String(), nullable=False),
         sa.Column("rcpt_to", sa.JSON(), nullable=False),
-        sa.Column("message_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("message_id", sa.String(), nullable=False),
         sa.Column("raw", sa.Text(), nullable=False),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("status", sa.String(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", gateway.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
@@ -145,14 +144,14 @@ def upgrade() -> None:
 
     op.create_table(
         "responses",
-        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("request_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("recipient_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("approver", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("decision", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("option", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("id", sa.String(), nullable=False),
+        sa.Column("request_id", sa.String(), nullable=False),
+        sa.Column("recipient_id", sa.String(), nullable=False),
+        sa.Column("approver", sa.String(), nullable=False),
+        sa.Column("decision", sa.String(), nullable=False),
+        sa.Column("option", sa.String(), nullable=True),
         sa.Column("comment", sa.Text(), nullable=True),
-        sa.Column("via", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("via", sa.String(), nullable=False),
         sa.Column("at", gateway.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["recipient_id"],

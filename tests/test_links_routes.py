@@ -1,0 +1,284 @@
+"""The emailed links end to end: mail through real SMTP, the link taken from the message, GET shows, POST decides."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from urllib.parse import urljoin
+
+import httpx
+
+from tests.conftest import Live, link_ending, links_in
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_from(page: str) -> str:
+    match = CSRF_RE.search(page)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def form_url(link: str) -> str:
+    return re.sub(r"/(approve|reject|answer|option/[^/]+)$", "", link)
+
+
+async def open_and_submit(link: str, **fields: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(link)
+        assert page.status_code == 200, page.text
+        data = {"csrf_token": csrf_from(page.text), **fields}
+        return await browser.post(form_url(link), data=data)
+
+
+async def test_approve_by_link_end_to_end(live: Live) -> None:
+    approval = await live.approval()
+    waiter = asyncio.create_task(live.client.get(f"/v1/approvals/{approval['id']}", params={"wait": 30}))
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    approve = link_ending(mail, "/approve")
+
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(approve)
+        assert page.status_code == 200
+        assert "send_email" in page.text and "Q3 numbers" in page.text
+        assert 'value="approve"' in page.text
+        still = await live.client.get(f"/v1/approvals/{approval['id']}")
+        assert still.json()["status"] == "pending"
+        assert not waiter.done()
+
+        posted = await browser.post(
+            form_url(approve), data={"csrf_token": csrf_from(page.text), "decision": "approve"}
+        )
+        assert posted.status_code == 303
+        after = await browser.get(urljoin(approve, posted.headers["location"]))
+        assert "you approved" in after.text
+
+    woken = await asyncio.wait_for(waiter, 5)
+    body = woken.json()
+    assert body["status"] == "approved"
+    assert body["decided_by"] == "alice@example.com"
+    assert body["decided_via"] == "link"
+    assert body["responses"][0]["decision"] == "approve"
+    assert body["decided_at"] is not None
+
+
+async def test_reject_with_comment_and_option(live: Live) -> None:
+    approval = await live.approval(reject_options=[{"name": "tone", "title": "Wrong tone"}])
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    result = await open_and_submit(
+        link_ending(mail, "/reject"),
+        decision="reject",
+        comment="Make it shorter, please.",
+        reject_option="tone",
+    )
+    assert result.status_code == 303
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "rejected"
+    assert body["comment"] == "Make it shorter, please."
+    assert body["reject_option"] == "tone"
+    assert body["decided_via"] == "link"
+
+
+async def test_question_answered_by_option_and_free_text(live: Live) -> None:
+    q = await live.client.post(
+        "/v1/questions",
+        json={
+            "message": "Which draft should I send?",
+            "channel": {"email": {"to": ["bob@example.com", "carol@example.com"]}},
+            "response_options": [{"name": "a", "title": "Draft A"}, {"name": "b", "title": "Draft B"}],
+        },
+    )
+    assert q.status_code == 201, q.text
+    question = q.json()
+    mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
+    by_rcpt = {str(m["To"]): m for m in mails}
+    option_b = link_ending(by_rcpt["bob@example.com"], "/option/b")
+    assert link_ending(by_rcpt["bob@example.com"], "/answer")
+
+    carol_answer = link_ending(by_rcpt["carol@example.com"], "/answer")
+    async with httpx.AsyncClient(timeout=10) as browser:  # Carol opens her page before Bob answers
+        carol_csrf = csrf_from((await browser.get(carol_answer)).text)
+
+    waiter = asyncio.create_task(live.client.get(f"/v1/questions/{question['id']}", params={"wait": 30}))
+    await asyncio.sleep(0.05)
+    assert (await open_and_submit(option_b, option="b")).status_code == 303
+    body = (await asyncio.wait_for(waiter, 5)).json()
+    assert body["status"] == "answered"
+    assert body["response_option"] == "b"
+    assert body["response"] == "Draft B"
+    assert body["responded_by"] == "bob@example.com"
+    assert body["responded_via"] == "link"
+
+    # The other recipient's free answer comes too late: refused, and the answer stays.
+    async with httpx.AsyncClient(timeout=10) as browser:
+        late = await browser.post(
+            form_url(carol_answer), data={"csrf_token": carol_csrf, "response": "A is better"}
+        )
+    assert late.status_code == 409
+    assert "already answered" in late.text
+    assert (await live.client.get(f"/v1/questions/{question['id']}")).json()["response_option"] == "b"
+
+
+async def test_free_text_answer(live: Live) -> None:
+    q = await live.client.post(
+        "/v1/questions", json={"message": "What budget?", "channel": {"email": {"to": "dan@example.com"}}}
+    )
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    await open_and_submit(link_ending(mail, "/answer"), response="  Up to 500 EUR.  ")
+    body = (await live.client.get(f"/v1/questions/{q.json()['id']}")).json()
+    assert body["status"] == "answered"
+    assert body["response"] == "Up to 500 EUR."
+    assert body["response_option"] is None
+
+
+async def test_get_and_head_storm_decides_nothing(live: Live) -> None:
+    approval = await live.approval()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    async with httpx.AsyncClient(timeout=10) as scanner:
+        for link in links_in(mail):
+            results = await asyncio.gather(*(scanner.get(link) for _ in range(25)))
+            assert all(r.status_code == 200 for r in results)
+            head = await scanner.head(link)
+            assert head.status_code == 200 and head.content == b""
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "pending"
+    assert body["responses"] == []
+    events = (await live.client.get(f"/v1/approvals/{approval['id']}/events")).json()
+    opened = [e for e in events if e["type"] == "link_opened"]
+    assert len(opened) == 50  # every GET is audited; HEAD is not
+
+
+async def test_tampered_token_is_refused_with_a_page(live: Live) -> None:
+    await live.approval()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    link = link_ending(mail, "/approve")
+    token = form_url(link).rsplit("/", 1)[1]
+    tampered = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(f"{live.base_url}/r/{tampered}/approve")
+        assert page.status_code == 400
+        assert "not valid" in page.text
+        assert page.headers["content-type"].startswith("text/html")
+        post = await browser.post(
+            f"{live.base_url}/r/{tampered}", data={"csrf_token": "x", "decision": "approve"}
+        )
+        assert post.status_code == 400
+
+
+async def test_foreign_key_token_is_refused(live: Live) -> None:
+    from gateway.links.tokens import Signer
+
+    await live.approval()
+    forged = Signer(["another-gateway-secret-key-xyz"], 3600).sign_link("rcp_whatever", None)
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(f"{live.base_url}/r/{forged}")
+    assert page.status_code == 400
+
+
+async def test_expired_link(live: Live) -> None:
+    approval = await live.approval(expires_in=1)
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    link = link_ending(mail, "/approve")
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(link)
+        csrf = csrf_from(page.text)
+        await asyncio.sleep(1.2)
+        expired = await browser.get(link)
+        assert expired.status_code == 410
+        post = await browser.post(form_url(link), data={"csrf_token": csrf, "decision": "approve"})
+        assert post.status_code == 410
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "expired"
+    assert body["responses"] == []
+
+
+async def test_replayed_post_decides_once(live: Live) -> None:
+    approval = await live.approval()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    link = link_ending(mail, "/approve")
+    async with httpx.AsyncClient(timeout=10) as browser:
+        csrf = csrf_from((await browser.get(link)).text)
+        first = await browser.post(form_url(link), data={"csrf_token": csrf, "decision": "approve"})
+        again = await browser.post(
+            form_url(link), data={"csrf_token": csrf, "decision": "reject", "comment": "no"}
+        )
+    assert first.status_code == 303
+    assert again.status_code == 409
+    assert "not recorded" in again.text
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "approved"
+    assert len(body["responses"]) == 1
+
+
+async def test_concurrent_posts_give_one_decision(live: Live) -> None:
+    approval = await live.approval()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    link = link_ending(mail, "/approve")
+    async with httpx.AsyncClient(timeout=10) as browser:
+        csrf = csrf_from((await browser.get(link)).text)
+        results = await asyncio.gather(
+            *(
+                browser.post(form_url(link), data={"csrf_token": csrf, "decision": d})
+                for d in ["approve", "reject"] * 5
+            )
+        )
+    assert sorted(r.status_code for r in results) == [303] + [409] * 9
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert len(body["responses"]) == 1
+    assert body["status"] in ("approved", "rejected")
+
+
+async def test_csrf_field_is_required_and_bound(live: Live) -> None:
+    approval = await live.approval(channel={"email": {"to": ["alice@example.com", "bob@example.com"]}})
+    mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
+    alice, bob = sorted(mails, key=lambda m: str(m["To"]))
+    async with httpx.AsyncClient(timeout=10) as browser:
+        bob_csrf = csrf_from((await browser.get(link_ending(bob, "/approve"))).text)
+        alice_form = form_url(link_ending(alice, "/approve"))
+        missing = await browser.post(alice_form, data={"decision": "approve"})
+        foreign = await browser.post(alice_form, data={"csrf_token": bob_csrf, "decision": "approve"})
+    assert missing.status_code == 403
+    assert foreign.status_code == 403
+    assert (await live.client.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "pending"
+
+
+async def test_cc_is_informed_but_cannot_decide(live: Live) -> None:
+    approval = await live.approval(
+        channel={"email": {"to": ["alice@example.com"], "cc": ["boss@example.com"]}}
+    )
+    mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
+    cc_mail = next(m for m in mails if str(m["To"]) == "boss@example.com")
+    assert links_in(cc_mail) == []
+    assert "copied for information" in cc_mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    roles = {r["address"]: r["role"] for r in body["recipients"]}
+    assert roles == {"alice@example.com": "to", "boss@example.com": "cc"}
+
+
+async def test_page_escapes_agent_content(live: Live) -> None:
+    await live.approval(
+        fn="<img src=x onerror=alert(1)>",
+        kwargs={"html": "<script>alert('x')</script>"},
+        channel={"email": {"to": ["alice@example.com"], "context": "<b>bold?</b>"}},
+    )
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(link_ending(mail, "/approve"))
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;" in page.text
+    assert "<img src=x" not in page.text
+    assert "<b>bold?</b>" not in page.text
+    assert "script-src" not in page.headers["content-security-policy"]
+    assert page.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_decided_page_shows_state(live: Live) -> None:
+    await live.approval(channel={"email": {"to": ["alice@example.com", "bob@example.com"]}})
+    mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
+    alice, bob = sorted(mails, key=lambda m: str(m["To"]))
+    await open_and_submit(link_ending(alice, "/approve"), decision="approve")
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(link_ending(bob, "/approve"))
+    assert page.status_code == 200
+    assert "Approved by alice@example.com" in page.text
+    assert 'name="decision"' not in page.text  # no form once decided
