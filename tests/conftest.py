@@ -54,9 +54,7 @@ class SinkHandler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any) -> str:
         if self.sink.mode == "tempfail":
             return "451 4.3.0 Try again later"
         if self.sink.mode == "permfail":
@@ -144,9 +142,7 @@ def _backends() -> list[Any]:
     if POSTGRES_URL:
         backends.append("postgres")
     elif IN_CI:
-        backends.append(
-            pytest.param("postgres", marks=pytest.mark.xfail(strict=True, reason="no PostgreSQL in CI"))
-        )
+        backends.append(pytest.param("postgres", marks=pytest.mark.xfail(strict=True, reason="no PostgreSQL in CI")))
     return backends
 
 
@@ -240,14 +236,10 @@ def make_settings(database_url: str, port: int, smtp_port: int, **extra: Any) ->
 
 
 @contextlib.asynccontextmanager
-async def run_gateway(
-    settings: Settings, port: int, runtime: Runtime | None = None
-) -> AsyncIterator[Services]:
+async def run_gateway(settings: Settings, port: int, runtime: Runtime | None = None) -> AsyncIterator[Services]:
     runtime = runtime or Runtime(settings)
     app = create_app(runtime)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 15
     while not server.started:
@@ -272,7 +264,5 @@ async def live(database_url: str, smtp_sink: SmtpSink) -> AsyncIterator[Live]:
     async with run_gateway(settings, port) as svc:
         _, key = await create_key(svc.db, "test-agent")
         base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        ) as client:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
             yield Live(base_url=base, key=key, services=svc, sink=smtp_sink, client=client)

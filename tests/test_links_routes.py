@@ -46,9 +46,7 @@ async def test_approve_by_link_end_to_end(live: Live) -> None:
         assert still.json()["status"] == "pending"
         assert not waiter.done()
 
-        posted = await browser.post(
-            form_url(approve), data={"csrf_token": csrf_from(page.text), "decision": "approve"}
-        )
+        posted = await browser.post(form_url(approve), data={"csrf_token": csrf_from(page.text), "decision": "approve"})
         assert posted.status_code == 303
         after = await browser.get(urljoin(approve, posted.headers["location"]))
         assert "you approved" in after.text
@@ -111,9 +109,7 @@ async def test_question_answered_by_option_and_free_text(live: Live) -> None:
 
     # The other recipient's free answer comes too late: refused, and the answer stays.
     async with httpx.AsyncClient(timeout=10) as browser:
-        late = await browser.post(
-            form_url(carol_answer), data={"csrf_token": carol_csrf, "response": "A is better"}
-        )
+        late = await browser.post(form_url(carol_answer), data={"csrf_token": carol_csrf, "response": "A is better"})
     assert late.status_code == 409
     assert "already answered" in late.text
     assert (await live.client.get(f"/v1/questions/{question['id']}")).json()["response_option"] == "b"
@@ -159,9 +155,7 @@ async def test_tampered_token_is_refused_with_a_page(live: Live) -> None:
         assert page.status_code == 400
         assert "not valid" in page.text
         assert page.headers["content-type"].startswith("text/html")
-        post = await browser.post(
-            f"{live.base_url}/r/{tampered}", data={"csrf_token": "x", "decision": "approve"}
-        )
+        post = await browser.post(f"{live.base_url}/r/{tampered}", data={"csrf_token": "x", "decision": "approve"})
         assert post.status_code == 400
 
 
@@ -199,9 +193,7 @@ async def test_replayed_post_decides_once(live: Live) -> None:
     async with httpx.AsyncClient(timeout=10) as browser:
         csrf = csrf_from((await browser.get(link)).text)
         first = await browser.post(form_url(link), data={"csrf_token": csrf, "decision": "approve"})
-        again = await browser.post(
-            form_url(link), data={"csrf_token": csrf, "decision": "reject", "comment": "no"}
-        )
+        again = await browser.post(form_url(link), data={"csrf_token": csrf, "decision": "reject", "comment": "no"})
     assert first.status_code == 303
     assert again.status_code == 409
     assert "not recorded" in again.text
@@ -217,10 +209,7 @@ async def test_concurrent_posts_give_one_decision(live: Live) -> None:
     async with httpx.AsyncClient(timeout=10) as browser:
         csrf = csrf_from((await browser.get(link)).text)
         results = await asyncio.gather(
-            *(
-                browser.post(form_url(link), data={"csrf_token": csrf, "decision": d})
-                for d in ["approve", "reject"] * 5
-            )
+            *(browser.post(form_url(link), data={"csrf_token": csrf, "decision": d}) for d in ["approve", "reject"] * 5)
         )
     assert sorted(r.status_code for r in results) == [303] + [409] * 9
     body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
@@ -243,9 +232,7 @@ async def test_csrf_field_is_required_and_bound(live: Live) -> None:
 
 
 async def test_cc_is_informed_but_cannot_decide(live: Live) -> None:
-    approval = await live.approval(
-        channel={"email": {"to": ["alice@example.com"], "cc": ["boss@example.com"]}}
-    )
+    approval = await live.approval(channel={"email": {"to": ["alice@example.com"], "cc": ["boss@example.com"]}})
     mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
     cc_mail = next(m for m in mails if str(m["To"]) == "boss@example.com")
     assert links_in(cc_mail) == []
