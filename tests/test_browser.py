@@ -1,0 +1,88 @@
+"""The link page in a real browser (Debian's chromium driven by Playwright), desktop and phone sized."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import IN_CI, Live, link_ending
+
+CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    if not shutil.which(CHROMIUM):
+        if IN_CI:
+            pytest.fail(f"chromium is missing at {CHROMIUM}")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        instance = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+async def test_click_approve_in_a_real_browser(live: Live, browser, tmp_path) -> None:
+    approval = await live.approval(
+        kwargs={"to": "ceo@example.com", "body": "Hello <b>team</b>\nSecond line"},
+        channel={"email": {"to": ["alice@example.com"], "context": "Monthly summary"}},
+    )
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    page = await browser.new_page()
+    await page.goto(link_ending(mail, "/approve"))
+    assert await page.locator("#status").inner_text() == "Waiting for an answer."
+    assert "Hello <b>team</b>" in await page.locator("table.args").inner_text()  # shown as text, not markup
+    await page.fill("#comment", "Looks good")
+    await page.click("button[value=approve]")
+    await page.wait_for_selector("#result")
+    assert "you approved" in await page.locator("#result").inner_text()
+    assert "Approved by alice@example.com" in await page.locator("#status").inner_text()
+    await page.screenshot(path=str(tmp_path / "approved.png"))
+
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "approved"
+    assert body["comment"] == "Looks good"
+    assert body["decided_via"] == "link"
+
+
+async def test_reject_on_a_phone_sized_screen(live: Live, browser) -> None:
+    approval = await live.approval(kwargs={"query": "DELETE FROM users WHERE " + "x = 1 AND " * 40 + "1=1"})
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    context = await browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    await page.goto(link_ending(mail, "/reject"))
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"page scrolls sideways by {overflow}px on a phone"
+    await page.fill("#comment", "Never delete users.")
+    await page.tap("button[value=reject]")
+    await page.wait_for_selector("#result")
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "rejected" and body["comment"] == "Never delete users."
+    await context.close()
+
+
+async def test_page_works_without_javascript(live: Live, browser) -> None:
+    approval = await live.approval()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    context = await browser.new_context(java_script_enabled=False)
+    page = await context.new_page()
+    await page.goto(link_ending(mail, "/approve"))
+    await page.click("button[value=approve]")
+    await page.wait_for_selector("#result")
+    assert (await live.client.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "approved"
+    await context.close()

@@ -1,0 +1,202 @@
+"""The `gateway` command as a user runs it: real processes, real ports, SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SmtpSink, free_port, links_in
+from tests.test_links_routes import csrf_from, form_url
+
+DEV_KEY = "gw_testdev1_0123456789abcdefghijklmnop"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(extra)
+    return env
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("gateway did not become healthy")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def dev_gateway(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "dev", "--port", str(port), "--db", str(tmp_path / "dev.sqlite3")],
+        env=clean_env(GATEWAY_DEV_API_KEY=DEV_KEY),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc)
+        yield base, proc
+    finally:
+        stop(proc)
+
+
+def test_gateway_dev_walkthrough(dev_gateway: tuple[str, subprocess.Popen[str]]) -> None:
+    """The README's quickstart: submit with the printed key, open the mail, approve, see it approved."""
+    base, proc = dev_gateway
+    auth = {"Authorization": f"Bearer {DEV_KEY}"}
+    created = httpx.post(
+        f"{base}/v1/approvals",
+        headers=auth,
+        json={"fn": "send_email", "kwargs": {"to": "x@example.com"}, "channel": {"email": {"to": ["me@example.com"]}}},
+    )
+    assert created.status_code == 201, created.text
+    approval_id = created.json()["id"]
+
+    for _ in range(100):
+        messages = httpx.get(f"{base}/dev/messages").json()
+        if messages:
+            break
+        time.sleep(0.05)
+    (listed,) = messages
+    assert listed["to"] == ["me@example.com"]
+    assert listed["subject"].startswith("Approval needed: send_email")
+    raw = httpx.get(f"{base}/dev/messages/{listed['id']}.eml")
+    assert raw.headers["content-type"].startswith("message/rfc822")
+    import email
+    import email.policy
+
+    msg = email.message_from_bytes(raw.content, policy=email.policy.default)
+    approve = next(link for link in links_in(msg) if link.endswith("/approve"))  # type: ignore[arg-type]
+    assert approve in listed["links"]
+    mailbox = httpx.get(f"{base}/dev/mailbox")
+    assert mailbox.status_code == 200 and approve.replace("&", "&amp;") in mailbox.text
+
+    with httpx.Client() as browser:
+        page = browser.get(approve)
+        posted = browser.post(form_url(approve), data={"csrf_token": csrf_from(page.text), "decision": "approve"})
+    assert posted.status_code == 303
+    final = httpx.get(f"{base}/v1/approvals/{approval_id}", headers=auth).json()
+    assert final["status"] == "approved" and final["decided_via"] == "link"
+    assert httpx.get(f"{base}/dev/messages/nope.eml").status_code == 404
+
+
+def test_gateway_dev_prints_url_and_key(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "dev", "--port", str(port), "--db", str(tmp_path / "d.sqlite3")],
+        env=clean_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "API key:" in line:
+                break
+        output = "".join(lines)
+        assert f"http://127.0.0.1:{port}" in output
+        key = re.search(r"API key:\s+(gw_\S+)", output)
+        assert key, output
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        response = httpx.get(f"http://127.0.0.1:{port}/v1/approvals/x", headers={"Authorization": f"Bearer {key.group(1)}"})
+        assert response.status_code == 404  # authenticated, just no such approval
+    finally:
+        stop(proc)
+
+
+def test_keys_create_and_migrate(tmp_path: Path) -> None:
+    env = clean_env(GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/k.sqlite3")
+    migrated = subprocess.run([sys.executable, "-m", "gateway", "migrate"], env=env, capture_output=True, text=True)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "up to date" in migrated.stdout
+    created = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "create", "my-agent"], env=env, capture_output=True, text=True
+    )
+    assert created.returncode == 0, created.stderr
+    assert re.fullmatch(r"gw_[a-z2-7]{8}_[A-Za-z0-9_\-]{40,}\n", created.stdout)
+    assert "shown only this once" in created.stderr
+
+
+def test_killed_between_commit_and_send_loses_nothing(tmp_path: Path) -> None:
+    sink = SmtpSink()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = clean_env(
+        GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/prod.sqlite3",
+        GATEWAY_PUBLIC_URL=base,
+        GATEWAY_SECRET_KEYS="crash-test-secret-0123456789",
+        GATEWAY_FROM_ADDRESS="gw@example.test",
+        GATEWAY_SMTP_HOST="127.0.0.1",
+        GATEWAY_SMTP_PORT=str(sink.port),
+        GATEWAY_SMTP_SECURITY="none",
+    )
+    key = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "create", "agent"], env=env, capture_output=True, text=True
+    ).stdout.strip()
+    # HTTP only: the request and its mail are committed, and nothing sends it.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-workers"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_healthy(base, server)
+        created = httpx.post(
+            f"{base}/v1/approvals",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"fn": "wire_money", "kwargs": {"amount": 10}, "channel": {"email": {"to": ["cfo@example.com"]}}},
+        )
+        assert created.status_code == 201
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+
+    sink.start()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not sink.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert len(sink.received) == 1
+        rcpts, raw = sink.received[0]
+        assert rcpts == ["cfo@example.com"] and b"wire_money" in raw
+    finally:
+        stop(worker)
+        sink.stop()

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.links.tokens import Signer, TokenError, TokenExpiredError
+
+KEY_A = "first-secret-key-aaaaaaaaaaaa"
+KEY_B = "second-secret-key-bbbbbbbbbbb"
+
+
+def test_link_round_trip_and_expiry() -> None:
+    signer = Signer([KEY_A], 3600)
+    token = signer.sign_link("rcp_abc", time.time() + 60)
+    assert signer.verify_link(token).recipient_id == "rcp_abc"
+    with pytest.raises(TokenExpiredError) as info:
+        signer.verify_link(token, now=time.time() + 120)
+    assert info.value.recipient_id == "rcp_abc"
+
+
+def test_link_without_request_expiry_uses_the_max_age() -> None:
+    signer = Signer([KEY_A], 100)
+    claim = signer.verify_link(signer.sign_link("rcp_abc", None))
+    assert time.time() + 90 < claim.expires_at <= time.time() + 101
+
+
+@pytest.mark.parametrize("mutate", [lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), lambda t: t[5:], lambda t: "x" + t])
+def test_tampered_link_is_refused(mutate) -> None:
+    signer = Signer([KEY_A], 3600)
+    with pytest.raises(TokenError):
+        signer.verify_link(mutate(signer.sign_link("rcp_abc", None)))
+
+
+def test_keys_rotate_last_signs_all_verify() -> None:
+    old = Signer([KEY_A], 3600)
+    rotated = Signer([KEY_A, KEY_B], 3600)
+    new_only = Signer([KEY_B], 3600)
+    old_token = old.sign_link("rcp_1", None)
+    assert rotated.verify_link(old_token).recipient_id == "rcp_1"
+    new_token = rotated.sign_link("rcp_2", None)
+    assert new_only.verify_link(new_token).recipient_id == "rcp_2"
+    with pytest.raises(TokenError):
+        new_only.verify_link(old_token)
+    assert rotated.verify_reply(old.sign_reply("rcp_3")) == "rcp_3"
+    assert new_only.verify_reply(rotated.sign_reply("rcp_4")) == "rcp_4"
+
+
+def test_purposes_do_not_mix() -> None:
+    signer = Signer([KEY_A], 3600)
+    csrf = signer.sign_csrf("rcp_abc")
+    with pytest.raises(TokenError):
+        signer.verify_link(csrf)
+    with pytest.raises(TokenError):
+        signer.verify_csrf(signer.sign_link("rcp_abc", None), "rcp_abc")
+
+
+def test_csrf_is_bound_to_the_recipient() -> None:
+    signer = Signer([KEY_A], 3600)
+    signer.verify_csrf(signer.sign_csrf("rcp_a"), "rcp_a")
+    with pytest.raises(TokenError):
+        signer.verify_csrf(signer.sign_csrf("rcp_a"), "rcp_b")
+
+
+def test_reply_tag_survives_case_folding_and_fits_a_local_part() -> None:
+    signer = Signer([KEY_A], 3600)
+    recipient = "rcp_abuh6kr2tpxxesk6unrdq6zwks"
+    tag = signer.sign_reply(recipient)
+    assert tag == tag.lower() and all(c.isalnum() or c == "-" for c in tag)
+    assert len("replies+" + tag) <= 64
+    assert signer.verify_reply(tag.upper()) == recipient
+    with pytest.raises(TokenError):
+        signer.verify_reply(tag[:-1] + ("a" if tag[-1] != "a" else "b"))
+    with pytest.raises(TokenError):
+        Signer([KEY_B], 3600).verify_reply(tag)
+    with pytest.raises(TokenError):
+        signer.verify_reply("nonsense")
