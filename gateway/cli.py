@@ -18,9 +18,7 @@ DEV_FROM = "gateway@gateway.localhost"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gateway", description="Email-first approval gateway for AI agents."
-    )
+    parser = argparse.ArgumentParser(prog="gateway", description="Email-first approval gateway for AI agents.")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -45,9 +45,7 @@ class Database:
                 begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
                 event.listen(eng.sync_engine, "begin", lambda conn, b=begin: conn.exec_driver_sql(b))
         else:
-            self.engine = create_async_engine(
-                self.url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True
-            )
+            self.engine = create_async_engine(self.url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True)
             self.write_engine = self.engine
         self._read = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._write = async_sessionmaker(self.write_engine, class_=AsyncSession, expire_on_commit=False)

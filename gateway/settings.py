@@ -127,9 +127,7 @@ class Settings(BaseSettings):
             missing = "smtp_password" if self.smtp_username else "smtp_username"
             raise ConfigError(_env(missing), "SMTP_USERNAME and SMTP_PASSWORD must be set together")
         if self.imap_host and not (self.imap_username and self.imap_password):
-            raise ConfigError(
-                _env("imap_username"), "IMAP_HOST is set, so IMAP_USERNAME and IMAP_PASSWORD are needed"
-            )
+            raise ConfigError(_env("imap_username"), "IMAP_HOST is set, so IMAP_USERNAME and IMAP_PASSWORD are needed")
         if (self.imap_username or self.imap_password) and not self.imap_host:
             raise ConfigError(_env("imap_host"), "IMAP credentials are set but IMAP_HOST is not")
         if self.imap_host and not self.reply_address_effective:

@@ -56,9 +56,7 @@ def make_environment(override: Path | None = None) -> Environment:
     loaders.append(FileSystemLoader(str(builtin_templates_dir())))
     env = Environment(
         loader=ChoiceLoader(loaders),
-        autoescape=select_autoescape(
-            enabled_extensions=("html", "htm", "xml"), default_for_string=True, default=False
-        ),
+        autoescape=select_autoescape(enabled_extensions=("html", "htm", "xml"), default_for_string=True, default=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

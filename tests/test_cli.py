@@ -71,7 +71,7 @@ def dev_gateway(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
 
 def test_gateway_dev_walkthrough(dev_gateway: tuple[str, subprocess.Popen[str]]) -> None:
     """The README's quickstart: submit with the printed key, open the mail, approve, see it approved."""
-    base, proc = dev_gateway
+    base, _proc = dev_gateway
     auth = {"Authorization": f"Bearer {DEV_KEY}"}
     created = httpx.post(
         f"{base}/v1/approvals",
@@ -133,7 +133,9 @@ def test_gateway_dev_prints_url_and_key(tmp_path: Path) -> None:
         key = re.search(r"API key:\s+(gw_\S+)", output)
         assert key, output
         wait_healthy(f"http://127.0.0.1:{port}", proc)
-        response = httpx.get(f"http://127.0.0.1:{port}/v1/approvals/x", headers={"Authorization": f"Bearer {key.group(1)}"})
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/v1/approvals/x", headers={"Authorization": f"Bearer {key.group(1)}"}
+        )
         assert response.status_code == 404  # authenticated, just no such approval
     finally:
         stop(proc)
@@ -171,7 +173,10 @@ def test_killed_between_commit_and_send_loses_nothing(tmp_path: Path) -> None:
     # HTTP only: the request and its mail are committed, and nothing sends it.
     server = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-workers"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_healthy(base, server)
@@ -187,7 +192,11 @@ def test_killed_between_commit_and_send_loses_nothing(tmp_path: Path) -> None:
 
     sink.start()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "gateway", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20

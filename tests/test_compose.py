@@ -28,7 +28,9 @@ def services(templates_dir: Path | None = None) -> Services:
         reply_address="replies@example.com",
         templates_dir=templates_dir,
     )
-    return Services(settings=settings, db=None, signer=Signer([SECRET], 3600), templates=make_environment(templates_dir))  # type: ignore[arg-type]
+    return Services(
+        settings=settings, db=None, signer=Signer([SECRET], 3600), templates=make_environment(templates_dir)
+    )  # type: ignore[arg-type]
 
 
 def request(**overrides: Any) -> Request:
@@ -113,7 +115,7 @@ def test_agent_content_is_escaped_in_html_and_intact_in_text() -> None:
 
 
 def test_links_per_recipient_in_both_parts() -> None:
-    msg, row = build(request())
+    msg, _row = build(request())
     html = msg.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
     text = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
     for part in (html, text):
@@ -135,7 +137,10 @@ def test_question_mail_has_option_links() -> None:
         fn=None,
         kwargs=None,
         message="Which one?\nSecond line",
-        options=[{"name": "a", "title": "Option A", "description": None}, {"name": "b", "title": None, "description": None}],
+        options=[
+            {"name": "a", "title": "Option A", "description": None},
+            {"name": "b", "title": None, "description": None},
+        ],
     )
     msg, _ = build(req)
     assert msg["Subject"] == "Question: Which one? [#ABCD2345]"

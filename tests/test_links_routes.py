@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime
 from urllib.parse import urljoin
 
 import httpx
@@ -170,13 +171,14 @@ async def test_foreign_key_token_is_refused(live: Live) -> None:
 
 
 async def test_expired_link(live: Live) -> None:
-    approval = await live.approval(expires_in=1)
+    approval = await live.approval(expires_in=3)
+    expires_at = datetime.fromisoformat(approval["expires_at"])
     (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
     link = link_ending(mail, "/approve")
     async with httpx.AsyncClient(timeout=10) as browser:
         page = await browser.get(link)
         csrf = csrf_from(page.text)
-        await asyncio.sleep(1.2)
+        await asyncio.sleep((expires_at - datetime.now(UTC)).total_seconds() + 0.2)
         expired = await browser.get(link)
         assert expired.status_code == 410
         post = await browser.post(form_url(link), data={"csrf_token": csrf, "decision": "approve"})

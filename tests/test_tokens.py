@@ -25,7 +25,9 @@ def test_link_without_request_expiry_uses_the_max_age() -> None:
     assert time.time() + 90 < claim.expires_at <= time.time() + 101
 
 
-@pytest.mark.parametrize("mutate", [lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), lambda t: t[5:], lambda t: "x" + t])
+@pytest.mark.parametrize(
+    "mutate", [lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), lambda t: t[5:], lambda t: "x" + t]
+)
 def test_tampered_link_is_refused(mutate) -> None:
     signer = Signer([KEY_A], 3600)
     with pytest.raises(TokenError):

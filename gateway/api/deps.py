@@ -7,9 +7,7 @@ from gateway.errors import GatewayError
 from gateway.keys import Principal
 from gateway.services import Services
 
-_bearer = HTTPBearer(
-    auto_error=False, description="An API key from `gateway keys create` (or `gateway dev`)."
-)
+_bearer = HTTPBearer(auto_error=False, description="An API key from `gateway keys create` (or `gateway dev`).")
 
 
 class UnauthorizedError(GatewayError):
@@ -22,9 +20,7 @@ def services(request: Request) -> Services:
     return svc
 
 
-async def principal(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> Principal:
+async def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthorizedError("send your API key as `Authorization: Bearer <key>`")
     found = await services(request).keys.authenticate(credentials.credentials)

@@ -31,9 +31,7 @@ _HTTP_CODES = {
 }
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
@@ -70,9 +68,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(
-            500, "internal_error", "the gateway hit an unexpected error; it has been logged"
-        )
+        return error_response(500, "internal_error", "the gateway hit an unexpected error; it has been logged")
 
 
 class BodyLimit:
@@ -88,9 +84,7 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                response = error_response(
-                    413, "payload_too_large", f"the body is larger than {self.limit} bytes"
-                )
+                response = error_response(413, "payload_too_large", f"the body is larger than {self.limit} bytes")
                 await response(scope, receive, send)
                 return
         received = 0

@@ -28,9 +28,7 @@ def quorum_of(policy: dict[str, Any], recipients: int) -> int:
     return 1
 
 
-def evaluate(
-    kind: str, policy: dict[str, Any], recipients: int, responses: Sequence[ResponseLike]
-) -> Outcome | None:
+def evaluate(kind: str, policy: dict[str, Any], recipients: int, responses: Sequence[ResponseLike]) -> Outcome | None:
     """The outcome once ``responses`` (oldest first) are in, or None while the request stays pending.
 
     A quorum is rejected as soon as it can no longer be reached; ``any`` is decided by the first answer.

@@ -87,9 +87,7 @@ def question_out(view: RequestView) -> QuestionOut:
         state=r.state,
         ref=r.ref,
         responses=[
-            QuestionResponseOut(
-                approver=x.approver, response=x.comment, response_option=x.option, via=x.via, at=x.at
-            )
+            QuestionResponseOut(approver=x.approver, response=x.comment, response_option=x.option, via=x.via, at=x.at)
             for x in view.responses
         ],
         recipients=_recipients(view),

@@ -35,9 +35,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def wait_for_decision(
-    svc: Services, who: Principal, kind: str, request_id: str, wait: float
-) -> RequestView:
+async def wait_for_decision(svc: Services, who: Principal, kind: str, request_id: str, wait: float) -> RequestView:
     """Hold the answer until the request leaves pending or ``wait`` seconds pass (no polling)."""
     with svc.notifier.subscribe(request_id) as decided:
         view = await service.get_view(svc, who, kind, request_id)
@@ -73,17 +71,13 @@ def _register(
 
     async def get(
         request_id: str,
-        wait: float = Query(
-            0, ge=0, le=60, description="Hold the answer up to this many seconds for a decision."
-        ),
+        wait: float = Query(0, ge=0, le=60, description="Hold the answer up to this many seconds for a decision."),
         who: Principal = Depends(principal),
         svc: Services = Depends(services),
     ) -> Any:
         return present(await wait_for_decision(svc, who, kind, request_id, wait))
 
-    async def cancel(
-        request_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)
-    ) -> Any:
+    async def cancel(request_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)) -> Any:
         return present(await service.cancel(svc, who, kind, request_id))
 
     async def events(

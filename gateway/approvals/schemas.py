@@ -138,9 +138,7 @@ class ApprovalCreate(_CreateBase):
     def _quorum_reachable(self) -> ApprovalCreate:
         if isinstance(self.policy, Quorum) and self.policy.quorum > len(self.channel.email.to):
             count = len(self.channel.email.to)
-            raise ValueError(
-                f"a quorum of {self.policy.quorum} can never be reached with {count} recipient(s)"
-            )
+            raise ValueError(f"a quorum of {self.policy.quorum} can never be reached with {count} recipient(s)")
         return self
 
     def policy_dict(self) -> dict[str, Any]:

@@ -105,8 +105,7 @@ async def create_request(
     mails = [compose_request_mail(svc, request, r, len(email.to), principal.name) for r in recipients]
     events = [event(request.id, "created", principal.name, kind=kind, call_id=call_id, ref=request.ref)]
     events += [
-        event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id)
-        for m in mails
+        event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id) for m in mails
     ]
 
     try:
@@ -133,15 +132,11 @@ async def create_request(
 
 async def _load_view(session: AsyncSession, request: Request) -> RequestView:
     recipients = (
-        await session.exec(
-            select(Recipient).where(Recipient.request_id == request.id).order_by(col(Recipient.id))
-        )
+        await session.exec(select(Recipient).where(Recipient.request_id == request.id).order_by(col(Recipient.id)))
     ).all()
     responses = (
         await session.exec(
-            select(Response)
-            .where(Response.request_id == request.id)
-            .order_by(col(Response.at), col(Response.id))
+            select(Response).where(Response.request_id == request.id).order_by(col(Response.at), col(Response.id))
         )
     ).all()
     mails = (
@@ -160,11 +155,7 @@ async def _load_view(session: AsyncSession, request: Request) -> RequestView:
 
 
 def is_due_to_expire(request: Request, now: datetime | None = None) -> bool:
-    return (
-        request.status == "pending"
-        and request.expires_at is not None
-        and request.expires_at <= (now or utcnow())
-    )
+    return request.status == "pending" and request.expires_at is not None and request.expires_at <= (now or utcnow())
 
 
 async def _expire_in(session: AsyncSession, request: Request) -> None:
@@ -272,9 +263,7 @@ async def respond(
                 raise NotPendingError(request.id, request.status)
             already = (
                 await session.exec(
-                    select(Response).where(
-                        Response.request_id == request.id, Response.recipient_id == recipient.id
-                    )
+                    select(Response).where(Response.request_id == request.id, Response.recipient_id == recipient.id)
                 )
             ).first()
             if already is not None:
@@ -330,15 +319,11 @@ def _check_option(request: Request, decision: str, option: str | None) -> None:
 async def _apply_policy(session: AsyncSession, request: Request) -> bool:
     responses = (
         await session.exec(
-            select(Response)
-            .where(Response.request_id == request.id)
-            .order_by(col(Response.at), col(Response.id))
+            select(Response).where(Response.request_id == request.id).order_by(col(Response.at), col(Response.id))
         )
     ).all()
     approvers = (
-        await session.exec(
-            select(Recipient.id).where(Recipient.request_id == request.id, Recipient.role == "to")
-        )
+        await session.exec(select(Recipient.id).where(Recipient.request_id == request.id, Recipient.role == "to"))
     ).all()
     outcome = evaluate(request.kind, request.policy, len(approvers), responses)
     if outcome is None:

@@ -54,9 +54,7 @@ async def resolve(svc: Services, token: str) -> tuple[RequestView, Recipient]:
     try:
         claim = svc.signer.verify_link(token)
     except TokenExpiredError as exc:
-        raise LinkPageError(
-            410, "This link has expired", "The request it belongs to is no longer open."
-        ) from exc
+        raise LinkPageError(410, "This link has expired", "The request it belongs to is no longer open.") from exc
     except TokenError as exc:
         raise LinkPageError(
             400,
@@ -65,15 +63,11 @@ async def resolve(svc: Services, token: str) -> tuple[RequestView, Recipient]:
         ) from exc
     found = await service.view_for_recipient(svc, claim.recipient_id)
     if found is None:
-        raise LinkPageError(
-            404, "Request not found", "This link points to a request this gateway does not know."
-        )
+        raise LinkPageError(404, "Request not found", "This link points to a request this gateway does not know.")
     return found
 
 
-def page_context(
-    svc: Services, view: RequestView, recipient: Recipient, preselect: str | None
-) -> dict[str, Any]:
+def page_context(svc: Services, view: RequestView, recipient: Recipient, preselect: str | None) -> dict[str, Any]:
     request = view.request
     mine = next((r for r in view.responses if r.recipient_id == recipient.id), None)
     approvers = sum(1 for r in view.recipients if r.role == "to")
@@ -96,9 +90,7 @@ def page_context(
     }
 
 
-async def _show(
-    svc: Services, http: Request, token: str, preselect: str | None, done: bool = False
-) -> Response:
+async def _show(svc: Services, http: Request, token: str, preselect: str | None, done: bool = False) -> Response:
     try:
         view, recipient = await resolve(svc, token)
     except LinkPageError as exc:
@@ -124,9 +116,7 @@ async def show(token: str, http: Request, done: int = 0, svc: Services = Depends
 @router.api_route("/r/{token}/{action}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def show_action(token: str, action: str, http: Request, svc: Services = Depends(services)) -> Response:
     if action not in ("approve", "reject", "answer"):
-        return error_page(
-            svc, LinkPageError(404, "Page not found", "This address does not match any action.")
-        )
+        return error_page(svc, LinkPageError(404, "Page not found", "This address does not match any action."))
     return await _show(svc, http, token, action)
 
 
