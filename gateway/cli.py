@@ -81,7 +81,7 @@ def _run_http(app: object, host: str, port: int) -> int:
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")  # type: ignore[arg-type]
     server = uvicorn.Server(config)
-    asyncio.run(server.serve())
+    server.run()  # uvloop and httptools when installed
     return 0 if server.started else 1
 
 

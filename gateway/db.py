@@ -8,6 +8,9 @@ readers and the writer run side by side. On PostgreSQL both are the same engine.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -69,3 +72,77 @@ class Database:
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
+
+
+class GroupCommit:
+    """Commits many small insert-only units in one transaction.
+
+    Each unit is a list of tiers (rows of a tier may reference rows of an earlier one). While one transaction
+    is in flight, new units queue up; the next transaction takes them all, so under load the cost of a
+    commit is shared by every unit in it. If a batch fails (say, a unique key taken), each of its units is
+    retried alone, so one unit's error is its own.
+    """
+
+    def __init__(self, db: Database, max_batch: int = 500) -> None:
+        self._db = db
+        self._max = max_batch
+        self._queue: asyncio.Queue[tuple[list[list[Any]], asyncio.Future[None]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def insert(self, tiers: list[list[Any]]) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="group-commit")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put((tiers, future))
+        await future
+
+    async def _write(self, units: list[list[list[Any]]]) -> None:
+        async with self._db.write() as session:
+            depth = max(len(u) for u in units)
+            for level in range(depth):
+                session.add_all([row for unit in units if level < len(unit) for row in unit[level]])
+                if level < depth - 1:
+                    await session.flush()
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write([tiers for tiers, _ in batch])
+            except Exception:
+                if len(batch) == 1:
+                    _settle(batch[0][1], sys.exc_info()[1])
+                    continue
+                for tiers, future in batch:  # one by one, so each unit gets its own outcome
+                    try:
+                        await self._write([_fresh(tiers)])
+                    except Exception as exc:
+                        _settle(future, exc)
+                    else:
+                        _settle(future, None)
+                continue
+            for _, future in batch:
+                _settle(future, None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
+
+
+def _fresh(tiers: list[list[Any]]) -> list[list[Any]]:
+    """Rows from a failed session are in a broken state; give the retry clean copies."""
+    return [[type(row).model_validate(row.model_dump()) for row in tier] for tier in tiers]

@@ -102,4 +102,5 @@ class Runtime:
         if self.dev_mailbox is not None:
             await self.dev_mailbox.stop()
         if self.services is not None:
+            await self.services.group_commit.close()
             await self.services.db.dispose()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from jinja2 import Environment
 
-from gateway.db import Database
+from gateway.db import Database, GroupCommit
 from gateway.keys import KeyStore
 from gateway.links.tokens import Signer
 from gateway.notifier import Notifier
@@ -23,10 +23,12 @@ class Services:
     notifier: Notifier = field(default_factory=Notifier)
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     keys: KeyStore = field(init=False)
+    group_commit: GroupCommit = field(init=False)
     agent_names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.db)
+        self.group_commit = GroupCommit(self.db)
 
     def wake_outbox(self) -> None:
         self.outbox_wakeup.set()

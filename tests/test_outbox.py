@@ -124,7 +124,7 @@ async def test_one_bad_message_never_stops_the_sender(database_url: str) -> None
         ids = {}
         for fn in ("explode_here", "fine_one", "refuse_me"):
             body = ApprovalCreate(fn=fn, channel={"email": {"to": ["a@example.com"]}})  # type: ignore[arg-type]
-            ids[fn] = (await service.create_request(svc, who, body))[0].id
+            ids[fn] = (await service.create_request(svc, who, body))[0].request.id
         transport = FlakyTransport("explode_here")
         tried = await OutboxSender(svc, transport).run_once()
         assert tried == 3

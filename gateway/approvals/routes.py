@@ -65,9 +65,9 @@ def _register(
         who: Principal = Depends(principal),
         svc: Services = Depends(services),
     ) -> Any:
-        request, created = await service.create_request(svc, who, body)
+        view, created = await service.create_request(svc, who, body)
         response.status_code = 201 if created else 200
-        return present(await service.get_view(svc, who, kind, request.id))
+        return present(view)
 
     async def get(
         request_id: str,

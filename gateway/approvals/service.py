@@ -68,8 +68,11 @@ def _same(existing: Request, kind: str, digest: str) -> Request:
 
 async def create_request(
     svc: Services, principal: Principal, body: ApprovalCreate | QuestionCreate
-) -> tuple[Request, bool]:
-    """Store the request, its recipients and their mails in one transaction. Returns (request, created)."""
+) -> tuple[RequestView, bool]:
+    """Store the request, its recipients and their mails in one transaction.
+
+    Returns (view, True) for a new request, or (the existing request's view, False) for a repeated call_id.
+    """
     kind = "approval" if isinstance(body, ApprovalCreate) else "question"
     digest = content_hash(body)
     call_id = body.call_id or new_id("call")
@@ -109,25 +112,17 @@ async def create_request(
     ]
 
     try:
-        async with svc.db.write() as session:
-            if body.call_id is not None:
-                existing = await _existing(session, principal.key_id, call_id)
-                if existing is not None:
-                    return _same(existing, kind, digest), False
-            session.add(request)
-            await session.flush()
-            session.add_all(recipients)
-            await session.flush()
-            session.add_all([*mails, *events])
+        # No SELECT first: a repeated call_id is rare, and the unique constraint finds it for free. Tiers
+        # follow the foreign keys; concurrent submissions share one transaction (see GroupCommit).
+        await svc.group_commit.insert([[request], recipients, [*mails, *events]])
     except IntegrityError:
-        # Two submissions of the same call_id raced (PostgreSQL); the loser answers like a repeat.
         async with svc.db.read() as session:
             existing = await _existing(session, principal.key_id, call_id)
-        if existing is None:
-            raise
-        return _same(existing, kind, digest), False
+            if existing is None:
+                raise
+            return await _load_view(session, _same(existing, kind, digest)), False
     svc.wake_outbox()
-    return request, True
+    return RequestView(request, recipients, [], {m.recipient_id: m for m in mails if m.recipient_id}), True
 
 
 async def _load_view(session: AsyncSession, request: Request) -> RequestView:

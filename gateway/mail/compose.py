@@ -7,12 +7,11 @@ stored, and a restart needs nothing but the row to send it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from typing import Any
 
 from gateway import addresses
+from gateway.mail import mime
 from gateway.models import OutboxMessage, Recipient, Request, new_id, random_token, utcnow
 from gateway.services import Services
 from gateway.templating import fold, is_multiline, pretty
@@ -106,29 +105,30 @@ def compose_request_mail(
     text = svc.templates.get_template(f"email/{name}.txt").render(ctx)
     html = svc.templates.get_template(f"email/{name}.html").render(ctx)
 
-    msg = EmailMessage(policy=SMTP)
-    msg["Subject"] = ctx["subject"]
-    msg["From"] = formataddr((FROM_NAME, sender))
-    msg["To"] = recipient.address
-    reply_to = settings.reply_address_effective or sender
-    msg["Reply-To"] = addresses.plus_address(reply_to, svc.signer.sign_reply(recipient.id))
-    msg["Date"] = format_datetime(utcnow())
-    message_id = new_message_id(request.ref, sender)
-    msg["Message-ID"] = message_id
     email = request.channel["email"]
+    message_id = new_message_id(request.ref, sender)
+    reply_to = settings.reply_address_effective or sender
+    headers = [
+        ("Subject", ctx["subject"]),
+        ("From", formataddr((FROM_NAME, sender))),
+        ("To", recipient.address),
+        ("Reply-To", addresses.plus_address(reply_to, svc.signer.sign_reply(recipient.id))),
+        ("Date", format_datetime(utcnow())),
+        ("Message-ID", message_id),
+    ]
     if email.get("in_reply_to"):
-        msg["In-Reply-To"] = email["in_reply_to"]
+        headers.append(("In-Reply-To", email["in_reply_to"]))
     refs = list(email.get("references") or [])
     if email.get("in_reply_to") and email["in_reply_to"] not in refs:
         refs.append(email["in_reply_to"])
     if refs:
-        msg["References"] = " ".join(refs)
-    msg["Auto-Submitted"] = "auto-generated"
-    # Asks Exchange/Outlook not to send out-of-office and other automatic replies to this mail.
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Gateway-Request"] = f"{request.id} {request.ref}"
-    msg.set_content(text, cte="quoted-printable")
-    msg.add_alternative(html, subtype="html", cte="quoted-printable")
+        headers.append(("References", " ".join(refs)))
+    headers += [
+        ("Auto-Submitted", "auto-generated"),
+        # Asks Exchange/Outlook not to send out-of-office and other automatic replies to this mail.
+        ("X-Auto-Response-Suppress", "All"),
+        ("X-Gateway-Request", f"{request.id} {request.ref}"),
+    ]
 
     return OutboxMessage(
         id=new_id("msg"),
@@ -138,5 +138,5 @@ def compose_request_mail(
         mail_from=sender,
         rcpt_to=[recipient.address],
         message_id=message_id,
-        raw=msg.as_string(),
+        raw=mime.alternative(headers, text, html),
     )

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -24,6 +25,15 @@ from gateway.services import Services
 log = logging.getLogger("gateway.mail.outbox")
 
 IDLE_CHECK = 60.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    mail_id: str
+    status: str  # sent | pending | failed
+    event: str  # mail_sent | mail_deferred | mail_failed
+    error: str | None
+    next_attempt_at: datetime
 
 
 class Transport(Protocol):
@@ -64,57 +74,54 @@ class OutboxSender:
             value = value.replace(tzinfo=UTC)
         return value
 
-    async def send_one(self, mail: OutboxMessage) -> str:
-        """Try once; record the outcome. Returns the new status."""
+    async def attempt(self, mail: OutboxMessage) -> Outcome:
+        """Try once. Never raises: an unexpected error is a deferral like any other."""
         settings = self.svc.settings
         try:
             await self.transport.send(mail.mail_from, mail.rcpt_to, mail.raw)
         except DeliveryError as exc:
             attempts = mail.attempts + 1
             if exc.permanent or attempts >= settings.outbox_max_attempts:
-                status, type_ = "failed", "mail_failed"
-                next_at = mail.next_attempt_at
-            else:
-                status, type_ = "pending", "mail_deferred"
-                delay = backoff(attempts, settings.outbox_backoff_base, settings.outbox_backoff_max)
-                next_at = utcnow() + timedelta(seconds=delay)
-            await self._record(mail, status, attempts, next_at, str(exc), type_)
-            log.warning("mail %s to %s %s: %s", mail.id, mail.rcpt_to, type_, exc)
-            return status
-        await self._record(mail, "sent", mail.attempts + 1, mail.next_attempt_at, None, "mail_sent")
-        return "sent"
+                log.warning("mail %s to %s failed: %s", mail.id, mail.rcpt_to, exc)
+                return Outcome(mail.id, "failed", "mail_failed", str(exc), mail.next_attempt_at)
+            delay = backoff(attempts, settings.outbox_backoff_base, settings.outbox_backoff_max)
+            log.info("mail %s to %s deferred: %s", mail.id, mail.rcpt_to, exc)
+            return Outcome(mail.id, "pending", "mail_deferred", str(exc), utcnow() + timedelta(seconds=delay))
+        except Exception:
+            log.exception("outbox: unexpected error on %s; retrying later", mail.id)
+            return Outcome(mail.id, "pending", "mail_deferred", "internal error", utcnow() + timedelta(seconds=60))
+        return Outcome(mail.id, "sent", "mail_sent", None, mail.next_attempt_at)
 
-    async def _record(
-        self,
-        mail: OutboxMessage,
-        status: str,
-        attempts: int,
-        next_at: datetime,
-        error: str | None,
-        type_: str,
-    ) -> None:
+    async def record(self, outcomes: list[Outcome]) -> None:
+        """All outcomes of a batch in one transaction (one commit per batch, not per mail)."""
+        now = utcnow()
         async with self.svc.db.write() as session:
-            row = await session.get(OutboxMessage, mail.id)
-            if row is None or row.status != "pending":
-                return
-            row.status = status
-            row.attempts = attempts
-            row.next_attempt_at = next_at
-            row.last_error = error
-            if status == "sent":
-                row.sent_at = utcnow()
-            session.add(row)
-            if row.request_id:
-                data: dict[str, object] = {
-                    "to": row.rcpt_to[0],
-                    "message_id": row.message_id,
-                    "attempt": attempts,
-                }
-                if error:
-                    data["error"] = error
-                if type_ == "mail_deferred":
-                    data["next_attempt_at"] = next_at.isoformat()
-                session.add(event(row.request_id, type_, None, **data))
+            rows = await session.exec(
+                select(OutboxMessage).where(col(OutboxMessage.id).in_([o.mail_id for o in outcomes]))
+            )
+            by_id = {row.id: row for row in rows.all()}
+            for outcome in outcomes:
+                row = by_id.get(outcome.mail_id)
+                if row is None or row.status != "pending":
+                    continue
+                row.status = outcome.status
+                row.attempts += 1
+                row.next_attempt_at = outcome.next_attempt_at
+                row.last_error = outcome.error
+                if outcome.status == "sent":
+                    row.sent_at = now
+                session.add(row)
+                if row.request_id:
+                    data: dict[str, object] = {
+                        "to": row.rcpt_to[0],
+                        "message_id": row.message_id,
+                        "attempt": row.attempts,
+                    }
+                    if outcome.error:
+                        data["error"] = outcome.error
+                    if outcome.event == "mail_deferred":
+                        data["next_attempt_at"] = outcome.next_attempt_at.isoformat()
+                    session.add(event(row.request_id, outcome.event, None, **data))
 
     async def run_once(self) -> int:
         """Send everything due now; returns how many mails were tried."""
@@ -123,20 +130,8 @@ class OutboxSender:
             batch = await self.due(self.svc.settings.outbox_batch_size)
             if not batch:
                 return tried
-            for mail in batch:
-                tried += 1
-                try:
-                    await self.send_one(mail)
-                except Exception:  # one bad row must never stop the sender
-                    log.exception("outbox: unexpected error on %s; retrying later", mail.id)
-                    await self._record(
-                        mail,
-                        "pending",
-                        mail.attempts + 1,
-                        utcnow() + timedelta(seconds=60),
-                        "internal error",
-                        "mail_deferred",
-                    )
+            tried += len(batch)
+            await self.record([await self.attempt(mail) for mail in batch])
 
     async def run(self) -> None:
         wakeup = self.svc.outbox_wakeup
