@@ -120,12 +120,17 @@ def gateway_server(smtp_port: int, database_url: str | None = None) -> Iterator[
             GATEWAY_LOG_LEVEL="WARNING",
         )
         key = subprocess.run(
-            [sys.executable, "-m", "gateway", "keys", "create", "bench"], env=env, capture_output=True, text=True,
+            [sys.executable, "-m", "gateway", "keys", "create", "bench"],
+            env=env,
+            capture_output=True,
+            text=True,
             check=True,
         ).stdout.strip()
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             deadline = time.monotonic() + 30

@@ -1,6 +1,6 @@
 """Approvals submitted per second over HTTP (each committed with its mail in the outbox), and latency.
 
-    python bench/submit.py [--seconds 10] [--concurrency 32] [--postgres URL]
+python bench/submit.py [--seconds 10] [--concurrency 32] [--postgres URL]
 """
 
 from __future__ import annotations

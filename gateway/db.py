@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -97,12 +97,18 @@ class GroupCommit:
         await future
 
     async def _write(self, units: list[list[list[Any]]]) -> None:
+        # Core bulk INSERTs, one executemany per table and tier: the rows are new and written once, so the
+        # ORM's unit of work (identity map, state tracking) would be pure cost here.
         async with self._db.write() as session:
+            conn = await session.connection()
             depth = max(len(u) for u in units)
             for level in range(depth):
-                session.add_all([row for unit in units if level < len(unit) for row in unit[level]])
-                if level < depth - 1:
-                    await session.flush()
+                by_table: dict[Any, list[dict[str, Any]]] = {}
+                for unit in units:
+                    for row in unit[level] if level < len(unit) else ():
+                        by_table.setdefault(type(row).__table__, []).append(_values(row))
+                for table, rows in by_table.items():
+                    await conn.execute(insert(table), rows)
 
     async def _run(self) -> None:
         while True:
@@ -117,7 +123,7 @@ class GroupCommit:
                     continue
                 for tiers, future in batch:  # one by one, so each unit gets its own outcome
                     try:
-                        await self._write([_fresh(tiers)])
+                        await self._write([tiers])
                     except Exception as exc:
                         _settle(future, exc)
                     else:
@@ -143,6 +149,9 @@ def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
         future.set_exception(exc)
 
 
-def _fresh(tiers: list[list[Any]]) -> list[list[Any]]:
-    """Rows from a failed session are in a broken state; give the retry clean copies."""
-    return [[type(row).model_validate(row.model_dump()) for row in tier] for tier in tiers]
+def _values(row: Any) -> dict[str, Any]:
+    """A model's column values, leaving out an unset autoincrement key."""
+    values: dict[str, Any] = row.model_dump()
+    if values.get("id", 0) is None:
+        del values["id"]
+    return values
