@@ -104,7 +104,7 @@ class Server:
 
 
 @contextmanager
-def gateway_server(smtp_port: int, database_url: str | None = None) -> Iterator[Server]:
+def gateway_server(smtp_port: int, database_url: str | None = None, workers: bool = True) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -127,7 +127,8 @@ def gateway_server(smtp_port: int, database_url: str | None = None) -> Iterator[
             check=True,
         ).stdout.strip()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            + ([] if workers else ["--no-workers"]),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

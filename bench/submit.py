@@ -52,8 +52,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--postgres", default=None, help="a postgresql:// URL of an empty database")
+    parser.add_argument("--no-sender", action="store_true", help="run the outbox sender elsewhere (serve --no-workers)")
     args = parser.parse_args()
-    with smtp_sink() as sink, gateway_server(sink.port, args.postgres) as server:
+    with smtp_sink() as sink, gateway_server(sink.port, args.postgres, workers=not args.no_sender) as server:
         asyncio.run(load(server.host, server.port, server.key, 2.0, args.concurrency))  # warm-up
         started = time.perf_counter()
         count, latencies, errors = asyncio.run(
@@ -67,7 +68,8 @@ def main() -> None:
     backend = "PostgreSQL" if args.postgres else "SQLite"
     print(
         table(
-            f"Submissions over HTTP ({backend}, {args.concurrency} concurrent clients, {args.seconds:.0f} s) on {machine()}",
+            f"Submissions over HTTP ({backend}, {args.concurrency} concurrent clients, {args.seconds:.0f} s)"
+            f" on {machine()}",
             [
                 ("approvals / second", f"{rate:,.0f}", "target >= 1,000"),
                 ("latency p50", f"{percentile(ms, 50):.1f} ms", ""),

@@ -314,3 +314,27 @@ async def test_unknown_route_and_method_use_the_error_shape(live: Live) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     wrong = await live.client.delete("/v1/approvals")
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_wait_outlasts_responses_that_do_not_decide(live: Live) -> None:
+    from sqlmodel import col, select
+
+    from gateway.approvals import service
+    from gateway.models import Recipient
+
+    approval = await live.approval(channel={"email": {"to": ["a@example.com", "b@example.com"]}}, policy="all")
+    async with live.services.db.read() as session:
+        first, second = (
+            await session.exec(
+                select(Recipient.id).where(Recipient.request_id == approval["id"]).order_by(col(Recipient.address))
+            )
+        ).all()
+    waiter = asyncio.create_task(live.client.get(f"/v1/approvals/{approval['id']}", params={"wait": 30}))
+    await asyncio.sleep(0.1)
+    await service.respond(live.services, first, decision="approve", via="link")
+    await asyncio.sleep(0.3)
+    assert not waiter.done()  # one of two approvals: still pending, still waiting
+    await service.respond(live.services, second, decision="approve", via="link")
+    body = (await asyncio.wait_for(waiter, 5)).json()
+    assert body["status"] == "approved"
+    assert [r["approver"] for r in body["responses"]] == ["a@example.com", "b@example.com"]

@@ -1,7 +1,6 @@
 """/v1/approvals and /v1/questions: the same five endpoints for both kinds, defined once."""
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -36,18 +35,34 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def wait_for_decision(svc: Services, who: Principal, kind: str, request_id: str, wait: float) -> RequestView:
-    """Hold the answer until the request leaves pending or ``wait`` seconds pass (no polling)."""
-    with svc.notifier.subscribe(request_id) as decided:
+    """Hold the answer until the request leaves pending or ``wait`` seconds pass (no polling).
+
+    Every change to a request notifies, so a wait that ends without a notification (and before the expiry)
+    answers with the view it already has: a renewing long-poll costs one read, not two.
+    """
+    with svc.notifier.subscribe(request_id) as changed:
         view = await service.get_view(svc, who, kind, request_id)
         request = view.request
         if wait <= 0 or request.status != "pending":
             return view
-        timeout = wait
-        if request.expires_at is not None:
-            timeout = min(timeout, max(0.0, (request.expires_at - utcnow()).total_seconds()) + 0.01)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(decided.wait(), timeout)
-    return await service.get_view(svc, who, kind, request_id)
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            timeout = deadline - asyncio.get_running_loop().time()
+            if request.expires_at is not None:
+                timeout = min(timeout, (request.expires_at - utcnow()).total_seconds() + 0.01)
+            if timeout <= 0:
+                break
+            try:
+                await asyncio.wait_for(changed.wait(), timeout)
+            except TimeoutError:
+                break
+            changed.clear()
+            view = await service.get_view(svc, who, kind, request_id)
+            if view.request.status != "pending":
+                return view
+        if service.is_due_to_expire(request):
+            return await service.get_view(svc, who, kind, request_id)
+    return view
 
 
 def _register(

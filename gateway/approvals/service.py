@@ -42,7 +42,13 @@ class RequestView:
     request: Request
     recipients: list[Recipient]
     responses: list[Response]
-    mail: dict[str, OutboxMessage] = field(default_factory=dict)  # recipient id -> its request mail
+    mail: dict[str, MailState] = field(default_factory=dict)  # recipient id -> its request mail's state
+
+
+@dataclass(frozen=True)
+class MailState:
+    status: str
+    last_error: str | None
 
 
 def content_hash(body: ApprovalCreate | QuestionCreate) -> str:
@@ -122,7 +128,8 @@ async def create_request(
                 raise
             return await _load_view(session, _same(existing, kind, digest)), False
     svc.wake_outbox()
-    return RequestView(request, recipients, [], {m.recipient_id: m for m in mails if m.recipient_id}), True
+    states = {m.recipient_id: MailState(m.status, m.last_error) for m in mails if m.recipient_id}
+    return RequestView(request, recipients, [], states), True
 
 
 async def _load_view(session: AsyncSession, request: Request) -> RequestView:
@@ -134,9 +141,10 @@ async def _load_view(session: AsyncSession, request: Request) -> RequestView:
             select(Response).where(Response.request_id == request.id).order_by(col(Response.at), col(Response.id))
         )
     ).all()
+    # Only the columns the view shows: the stored message itself is large.
     mails = (
         await session.exec(
-            select(OutboxMessage).where(
+            select(OutboxMessage.recipient_id, OutboxMessage.status, OutboxMessage.last_error).where(
                 OutboxMessage.request_id == request.id, col(OutboxMessage.kind).endswith("_request")
             )
         )
@@ -145,7 +153,7 @@ async def _load_view(session: AsyncSession, request: Request) -> RequestView:
         request=request,
         recipients=list(recipients),
         responses=list(responses),
-        mail={m.recipient_id: m for m in mails if m.recipient_id},
+        mail={rid: MailState(status, error) for rid, status, error in mails if rid},
     )
 
 
@@ -291,8 +299,8 @@ async def respond(
     if expired:
         svc.notifier.notify(request.id)
         raise NotPendingError(request.id, "expired")
-    if decided:
-        svc.notifier.notify(request.id)
+    # Every response wakes waiters (they hold a view that is now stale); only decisions end their wait.
+    svc.notifier.notify(request.id)
     assert response is not None
     return Decision(request=request, response=response, decided=decided)
 
