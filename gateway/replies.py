@@ -1,0 +1,337 @@
+"""Reading human replies: what is new in a reply, whether a mail is automatic, and what it decides.
+
+Pure functions, no I/O. The rules are general (how mail clients quote, sign and bounce), not tuned to any
+single message: a reply is cut at the first sign of quoted history, then a trailing signature is dropped.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html as htmllib
+import re
+from email.message import EmailMessage, Message
+from typing import Literal
+
+AutomatedKind = Literal["auto_reply", "bounce"]
+Decision = Literal["approve", "reject"]
+
+# --- decoding -------------------------------------------------------------------------------------------
+
+
+def parse_message(raw: bytes) -> EmailMessage:
+    """Parse leniently: a broken header or part never raises here."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def _decode(payload: bytes, declared: str | None) -> str:
+    """Bytes to text. Try UTF-8 first when it decodes cleanly (a body labelled Big5 or Latin-1 is often UTF-8),
+    then the declared charset, then Windows-1252, which decodes anything."""
+    candidates = ["utf-8", declared, "cp1252", "latin-1"]
+    if declared and declared.lower().replace("_", "-") in ("us-ascii", "ascii"):
+        candidates = ["utf-8", "cp1252", "latin-1"]
+    for charset in candidates:
+        if not charset:
+            continue
+        try:
+            return payload.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return payload.decode("latin-1", "replace")
+
+
+def part_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    return _decode(payload, part.get_content_charset())
+
+
+def _body_parts(msg: Message) -> tuple[str | None, str | None]:
+    """The first inline text/plain and text/html of the message (attachments and forwarded mails skipped)."""
+    plain: str | None = None
+    html: str | None = None
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        if part.get_content_maintype() == "message":
+            continue
+        disposition = (part.get("Content-Disposition") or "").lower()
+        if disposition.startswith("attachment"):
+            continue
+        ctype = part.get_content_type()
+        if ctype == "text/plain" and plain is None:
+            plain = part_text(part)
+        elif ctype == "text/html" and html is None:
+            html = part_text(part)
+    return plain, html
+
+
+# --- HTML -----------------------------------------------------------------------------------------------
+
+_Q = "[\"']?"  # attribute values come double-quoted, single-quoted or bare
+_HTML_QUOTE_MARKERS = [
+    # Gmail, and Gmail-alikes
+    rf"<div[^>]+class={_Q}[^>]*\bgmail_quote\b",
+    rf"<div[^>]+class={_Q}[^>]*\bgmail_extra\b",
+    # Outlook desktop / web / Hotmail
+    rf"<div[^>]+id={_Q}divRplyFwdMsg",
+    rf"<div[^>]+id={_Q}appendonsend",
+    r"<div[^>]+style=[\"'][^\"']*border-top:\s*solid\s+#(?:B5C4DF|E1E1E1)",
+    rf"<hr[^>]+id={_Q}stopSpelling",
+    rf"<div[^>]+class={_Q}OutlookMessageHeader",
+    rf"<span[^>]+id={_Q}OLK_SRC_BODY_SECTION",
+    # Thunderbird
+    rf"<div[^>]+class={_Q}moz-cite-prefix",
+    rf"<blockquote[^>]+type={_Q}cite",
+    # Apple Mail, Yahoo, Zimbra, Yandex, AOL, ProtonMail
+    rf"<div[^>]+(?:class|id)={_Q}(?:ydp[a-z0-9]*)?yahoo_quoted",
+    rf"<div[^>]+class={_Q}zmail_extra",
+    rf"<div[^>]+data-marker={_Q}__QUOTED_TEXT__",
+    rf"<div[^>]+class={_Q}protonmail_quote",
+    rf"<div[^>]+id={_Q}AOLMsgPart",
+    r"<blockquote",
+]
+_HTML_MARKER_RE = re.compile("|".join(_HTML_QUOTE_MARKERS), re.IGNORECASE)
+_BLOCK_END = re.compile(r"(?i)<br\s*/?>|</(?:p|div|tr|li|h[1-6]|blockquote|pre|table)\s*>|(?=<(?:p|div|tr|li|h[1-6]|hr)[\s/>])")
+
+
+def html_to_text(markup: str) -> str:
+    """Readable text from HTML: blocks become lines, entities are decoded, nothing else is interpreted."""
+    text = re.sub(r"(?is)<(script|style|head|title)\b.*?</\1\s*>", "", markup)
+    text = re.sub(r"(?is)<!--.*?-->", "", text)
+    text = _BLOCK_END.sub("\n", text)
+    text = re.sub(r"(?s)<[^>]*>", "", text)
+    text = htmllib.unescape(text).replace("\xa0", " ")
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+def _strip_html_quotes(markup: str) -> str:
+    match = _HTML_MARKER_RE.search(markup)
+    return markup[: match.start()] if match else markup
+
+
+# --- plain-text quotes ----------------------------------------------------------------------------------
+
+# "On <date>, <person> wrote:" in many languages; the header may be wrapped over up to three lines.
+_WROTE = (
+    r"wrote|writes|schrieb|a écrit|a ecrit|escribió|escribio|ha escrito|scrisse|ha scritto|schreef|heeft geschreven"
+    r"|skrev|kirjoitti|napisał|napisal|napsal|написал|написала|писал|пишет|escreveu|yazdı|írta|έγραψε|kirjutas"
+    r"|rašė|rakstīja|написа|napísal|je napisal|je napisala|a scris|wrote on|寫道|写道|のメッセージ|님이 작성"
+    r"|kaj|skrifaði|sendte"
+)
+_ON = r"On|Am|Le|El|Il|In data|Op|Den|På|Pe|Em|No|Dne|Dnia|W dniu|Dňa|Ons|Στις|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
+_WROTE_RE = re.compile(rf"(?:{_WROTE})(?:\s*\(a\))?\s*:?\s*$", re.IGNORECASE)
+# "reply text On <date>, <someone> wrote:" on one line: the attribution starts mid-line.
+_INLINE_ATTRIBUTION_RE = re.compile(
+    rf"^(?P<reply>.*?\S)[\s\-]*\b(?:On|Le|Am|El|Il|Op)\s+(?P<rest>.{{8,300}}?(?:{_WROTE})(?:\s*\(a\))?\s*:?\s*)$",
+    re.IGNORECASE,
+)
+_ON_START_RE = re.compile(rf"^\s*(?:{_ON})\b", re.IGNORECASE)
+_DATE_HINT_RE = re.compile(r"\d{1,2}:\d{2}|\b(?:19|20)\d{2}\b|\d{1,2}[./]\d{1,2}", re.IGNORECASE)
+
+_SEPARATOR_RES = [
+    re.compile(r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original"
+               r"|Messaggio originale|Oorspronkelijk bericht|Originalmeddelande|Oprindelig meddelelse"
+               r"|Opprinnelig melding|Alkuperäinen viesti|Wiadomość oryginalna|Исходное сообщение"
+               r"|Mensagem original|Původní zpráva|Eredeti üzenet|Αρχικό μήνυμα|Orijinal Mesaj)\s*-{2,}\s*$", re.I),
+    re.compile(r"^\s*_{20,}\s*$"),  # Outlook's line before its header block
+    re.compile(r"^\s*\*?\s*(?:Reply above this line|Antworten Sie oberhalb dieser Zeile)", re.I),
+]
+
+# A forwarded message is material the human added, not our thread's history: it stays, and ends the search.
+_FORWARD_RE = re.compile(
+    r"^\s*(?:-{2,}\s*(?:Forwarded message|Weitergeleitete Nachricht|Message transféré|Mensaje reenviado"
+    r"|Messaggio inoltrato|Doorgestuurd bericht|Vidarebefordrat meddelande|Пересылаемое сообщение"
+    r"|Mensagem encaminhada)\s*-{2,}|(?:Begin forwarded message|Anfang der weitergeleiteten Nachricht"
+    r"|Début du message réexpédié|Inicio del mensaje reenviado)\s*:)\s*$",
+    re.I,
+)
+# Any localized header field: a few words, a colon, a value ("Message du : …", "Copie à : …").
+_FIELD_LIKE_RE = re.compile(r"^\s*\**\s*[^\W\d][\w .'’-]{0,24}?\s*\**\s*:(?:\s|$)")
+_RULE_LINE_RE = re.compile(r"^\s*(?:={3,}|-{3,}|_{3,}|\*{3,})\s*$")
+
+# Outlook-style header blocks: "From: …" followed within a few lines by "Sent:/Date:/To:/Subject:".
+_FROM_RE = re.compile(
+    r"^\s*\**\s*(?:From|Von|De|Da|Van|Från|Fra|Lähettäjä|Od|От|Feladó|Kimden|Från|送信者|发件人|寄件者|보낸 사람)\s*\**\s*:",
+    re.I,
+)
+_HEADER_FIELD_RE = re.compile(
+    r"^\s*\**\s*(?:Sent|Date|To|Subject|Cc|Gesendet|Datum|An|Betreff|Envoyé|Date|À|Objet|Enviado|Fecha|Para|Asunto"
+    r"|Inviato|Data|A|Oggetto|Verzonden|Aan|Onderwerp|Skickat|Till|Ämne|Sendt|Til|Emne|Lähetetty|Vastaanottaja"
+    r"|Aihe|Wysłano|Do|Temat|Отправлено|Дата|Кому|Тема|Elküldve|Címzett|Tárgy|Gönderildi|Kime|Konu|Odesláno|Komu"
+    r"|Předmět|送信日時|宛先|件名|发送时间|收件人|主题|日期)\s*\**\s*:",
+    re.I,
+)
+
+_QUOTE_LINE_RE = re.compile(r"^\s*>")
+
+# --- signatures -----------------------------------------------------------------------------------------
+
+_MOBILE_SIGNATURE_RE = re.compile(
+    r"^\s*(?:"
+    r"Sent from (?:my|the|Mail|Outlook|Yahoo|Samsung|Windows|a mobile|an? )"
+    r"|Sent with |Sent via |Get Outlook for |Envoyé de mon |Envoyé depuis |Gesendet von meinem |Von meinem .* gesendet"
+    r"|Gesendet mit |Enviado desde mi |Enviado do meu |Enviado desde |Inviato da(?:l)? mio |Inviato da "
+    r"|Verzonden met |Verzonden vanaf |Verstuurd vanaf mijn |Skickat från min |Sendt fra min |Lähetetty "
+    r"|Wysłane z mojego |Отправлено с |Отправлено из |iPhoneから送信|从我的iPhone发送|發自我的 ?iPhone"
+    r")",
+    re.I,
+)
+_SIGNATURE_DELIMITER_RE = re.compile(r"^(?:-- ?|--|__)\s*$")
+
+
+def _is_quote_header(chunk: list[str]) -> bool:
+    """Whether these consecutive non-blank lines are an attribution line ("On … wrote:" and kin)."""
+    text = " ".join(part.strip().lstrip(">").strip() for part in chunk).strip("-_ ")
+    if len(text) > 400:
+        return False
+    has_date = bool(_DATE_HINT_RE.search(text))
+    has_address = "@" in text
+    if _WROTE_RE.search(text):
+        return bool(_ON_START_RE.match(text) or has_date or has_address)
+    # Date-first attributions without a verb: "2017-11-24 16:32 GMT+01:00 Name <a@b.c>:"
+    return text.endswith(":") and has_date and has_address
+
+
+def _quote_start(lines: list[str]) -> int | None:
+    """Index of the first line of quoted history, or None."""
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        if _FORWARD_RE.match(line):
+            return None
+        if any(rx.match(line) for rx in _SEPARATOR_RES):
+            return i
+        first = line.strip().lstrip(">").strip().strip("-_ ")
+        starts_like_attribution = bool(_ON_START_RE.match(first) or _DATE_HINT_RE.search(first))
+        # An attribution may be wrapped over a few lines, some clients even leave blank lines inside it.
+        for span in range(1, 6 if starts_like_attribution else 2):
+            chunk = [x for x in lines[i : i + span] if x.strip()]
+            if not lines[min(i + span, len(lines)) - 1].strip():
+                continue
+            if _is_quote_header(chunk):
+                return i
+        if _FROM_RE.match(line) and _header_block(lines, i):
+            return _with_rule_above(lines, i)
+        if _field_block(lines, i):
+            return _with_rule_above(lines, i)
+        if _QUOTE_LINE_RE.match(line) and _rest_is_quoted(lines, i):
+            return i
+        if _MOBILE_SIGNATURE_RE.match(line):
+            return i  # mobile clients put the unmarked original right below
+    return None
+
+
+def _with_rule_above(lines: list[str], i: int) -> int:
+    """Take a ruler line (=====, -----) just above a header block along with it."""
+    j = i
+    while j > 0 and (not lines[j - 1].strip() or _RULE_LINE_RE.match(lines[j - 1])):
+        j -= 1
+    return j if any(_RULE_LINE_RE.match(x) for x in lines[j:i]) else i
+
+
+def _field_block(lines: list[str], start: int) -> bool:
+    """Three or more header-like lines in a row, one a known header name and one with an address: a quoted
+    header block in any language (a human's "Name: / Email: / Phone:" note has no header name)."""
+    if not _FIELD_LIKE_RE.match(lines[start]) or (start > 0 and _FIELD_LIKE_RE.match(lines[start - 1])):
+        return False
+    run = []
+    for line in lines[start : start + 8]:
+        if not _FIELD_LIKE_RE.match(line):
+            break
+        run.append(line)
+    known = any(_FROM_RE.match(x) or _HEADER_FIELD_RE.match(x) for x in run)
+    return len(run) >= 3 and known and any("@" in x for x in run)
+
+
+def _header_block(lines: list[str], start: int) -> bool:
+    """A "From:" line opens a quoted header block when it is followed by another header field, or when two more
+    follow closely."""
+    following = next((x for x in lines[start + 1 : start + 3] if x.strip()), "")
+    if _HEADER_FIELD_RE.match(following) and lines[start + 1].strip():
+        return True
+    fields = 0
+    for line in lines[start + 1 : start + 8]:
+        if _HEADER_FIELD_RE.match(line):
+            fields += 1
+        if fields >= 2:
+            return True
+    return fields >= 1 and any(_HEADER_FIELD_RE.match(x) and "subject" in x.lower() for x in lines[start : start + 8])
+
+
+def _rest_is_quoted(lines: list[str], start: int) -> bool:
+    """From here on, only quoted lines, blank lines, and at most a short trailer (a signature)."""
+    unquoted = [x for x in lines[start:] if x.strip() and not _QUOTE_LINE_RE.match(x)]
+    return len(unquoted) <= 4
+
+
+def _split_inline_attribution(lines: list[str]) -> list[str]:
+    """'reply On <date>, <someone> wrote:' becomes two lines, so the attribution is found like any other."""
+    for i, line in enumerate(lines):
+        match = _INLINE_ATTRIBUTION_RE.match(line)
+        if match and _DATE_HINT_RE.search(match.group("rest")) and not _QUOTE_LINE_RE.match(line):
+            head = match.group("reply").rstrip("- ")
+            return [*lines[:i], head, line[len(match.group("reply")) :].lstrip("- "), *lines[i + 1 :]]
+    return lines
+
+
+def _after_quote(lines: list[str], cut: int) -> list[str]:
+    """The unquoted lines after an attribution and its '>' block, up to any further quoted history."""
+    i = cut + 1
+    while i < len(lines) and (not lines[i].strip() or _QUOTE_LINE_RE.match(lines[i])):
+        i += 1
+    rest = lines[i:]
+    again = _quote_start(rest)
+    return rest[:again] if again is not None else rest
+
+
+def _strip_signature(lines: list[str]) -> list[str]:
+    for i, line in enumerate(lines):
+        if _SIGNATURE_DELIMITER_RE.match(line) and i > 0 and len(lines) - i <= 15:
+            return lines[:i]
+        if _MOBILE_SIGNATURE_RE.match(line) and len(lines) - i <= 4:
+            return lines[:i]
+    return lines
+
+
+def _clean_text(text: str) -> str:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = _split_inline_attribution(lines)
+    cut = _quote_start(lines)
+    if cut is not None:
+        above = lines[:cut]
+        if any(x.strip() for x in above):
+            lines = above
+        else:  # bottom-posted: the new text follows the quote
+            lines = _after_quote(lines, cut)
+    # Inline-quoted lines left after the new text (rare): drop trailing ones.
+    while lines and (not lines[-1].strip() or _QUOTE_LINE_RE.match(lines[-1])):
+        lines.pop()
+    lines = _strip_signature(lines)
+    return "\n".join(lines).strip()
+
+
+# --- public API -----------------------------------------------------------------------------------------
+
+
+def extract_reply(raw: bytes | str, *, html: bool = False) -> str:
+    """The new text of a reply, without quoted history or signature.
+
+    ``raw`` as bytes is a whole RFC 822 message (the text part is preferred, else the HTML one); as str it is a
+    bare body, HTML when ``html``.
+    """
+    if isinstance(raw, bytes):
+        plain, markup = _body_parts(parse_message(raw))
+        if plain is not None and plain.strip():
+            return _clean_text(plain)
+        if markup is not None:
+            return _clean_text(html_to_text(_strip_html_quotes(markup)))
+        return ""
+    if html:
+        return _clean_text(html_to_text(_strip_html_quotes(raw)))
+    return _clean_text(raw)
