@@ -7,7 +7,9 @@ single message: a reply is cut at the first sign of quoted history, then a trail
 from __future__ import annotations
 
 import email
+import email.header
 import email.policy
+import email.utils
 import html as htmllib
 import re
 from email.message import EmailMessage, Message
@@ -96,15 +98,18 @@ _HTML_QUOTE_MARKERS = [
     r"<blockquote",
 ]
 _HTML_MARKER_RE = re.compile("|".join(_HTML_QUOTE_MARKERS), re.IGNORECASE)
-_BLOCK_END = re.compile(r"(?i)<br\s*/?>|</(?:p|div|tr|li|h[1-6]|blockquote|pre|table)\s*>|(?=<(?:p|div|tr|li|h[1-6]|hr)[\s/>])")
+_BREAK = re.compile(r"(?i)<br\s*/?>")
+_BLOCK_EDGE = re.compile(r"(?i)</(?:p|div|tr|li|h[1-6]|blockquote|pre|table)\s*>|(?=<(?:p|div|tr|li|h[1-6]|hr)[\s/>])")
 
 
 def html_to_text(markup: str) -> str:
     """Readable text from HTML: blocks become lines, entities are decoded, nothing else is interpreted."""
     text = re.sub(r"(?is)<(script|style|head|title)\b.*?</\1\s*>", "", markup)
     text = re.sub(r"(?is)<!--.*?-->", "", text)
-    text = _BLOCK_END.sub("\n", text)
+    text = _BREAK.sub("\n", text)
+    text = _BLOCK_EDGE.sub("\x00", text)  # block edges: one line break however many meet
     text = re.sub(r"(?s)<[^>]*>", "", text)
+    text = re.sub(r"[ \t]*\x00(?:[ \t]*\x00)*[ \t]*", "\n", text)
     text = htmllib.unescape(text).replace("\xa0", " ")
     lines = [line.rstrip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
@@ -135,10 +140,13 @@ _ON_START_RE = re.compile(rf"^\s*(?:{_ON})\b", re.IGNORECASE)
 _DATE_HINT_RE = re.compile(r"\d{1,2}:\d{2}|\b(?:19|20)\d{2}\b|\d{1,2}[./]\d{1,2}", re.IGNORECASE)
 
 _SEPARATOR_RES = [
-    re.compile(r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original"
-               r"|Messaggio originale|Oorspronkelijk bericht|Originalmeddelande|Oprindelig meddelelse"
-               r"|Opprinnelig melding|Alkuperäinen viesti|Wiadomość oryginalna|Исходное сообщение"
-               r"|Mensagem original|Původní zpráva|Eredeti üzenet|Αρχικό μήνυμα|Orijinal Mesaj)\s*-{2,}\s*$", re.I),
+    re.compile(
+        r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original"
+        r"|Messaggio originale|Oorspronkelijk bericht|Originalmeddelande|Oprindelig meddelelse"
+        r"|Opprinnelig melding|Alkuperäinen viesti|Wiadomość oryginalna|Исходное сообщение"
+        r"|Mensagem original|Původní zpráva|Eredeti üzenet|Αρχικό μήνυμα|Orijinal Mesaj)\s*-{2,}\s*$",
+        re.I,
+    ),
     re.compile(r"^\s*_{20,}\s*$"),  # Outlook's line before its header block
     re.compile(r"^\s*\*?\s*(?:Reply above this line|Antworten Sie oberhalb dieser Zeile)", re.I),
 ]
@@ -335,3 +343,308 @@ def extract_reply(raw: bytes | str, *, html: bool = False) -> str:
     if html:
         return _clean_text(html_to_text(_strip_html_quotes(raw)))
     return _clean_text(raw)
+
+
+# --- automatic mail -------------------------------------------------------------------------------------
+
+_BOUNCE_SENDER_RE = re.compile(
+    r"^(?:mailer[-_]?daemon|post[-_]?master|mail-daemon|bounces?|mail\.delivery|maildelivery|"
+    r"mdaemon|smtp|delivery)(?:[+.\-][^@]*)?@",
+    re.I,
+)
+_BOUNCE_SUBJECT_RE = re.compile(
+    r"undeliver|undelivered|delivery (?:status|failure|has failed|notification|problem|report)|"
+    r"returned mail|mail delivery (?:failed|failure|system|subsystem)|failure notice|failed delivery|"
+    r"delivery failed|could not be delivered|non[- ]?delivery|nondeliverable|rejected|"
+    r"mail system error|returned to sender|message not delivered|permanent error|"
+    r"unzustellbar|nicht zustellbar|non remis|non distribuable|no se puede entregar|"
+    r"non recapitabile|onbestelbaar|kan inte levereras|ошибка доставки|不能送達|配信不能|"
+    r"warning: could not send|delayed mail|delivery delayed|mail could not be|error sending|"
+    r"message you sent|smtp error|permanent failure|delivery status notification",
+    re.I,
+)
+_AUTO_REPLY_SUBJECT_RE = re.compile(
+    r"^(?:re:\s*)?(?:auto\w*[\s_-]*(?:reply|response|respons|answer|antwort|réponse|respuesta|risposta"
+    r"|antwoord|svar|odpowiedź)"
+    r"|out of (?:the )?office|ooo\b|away from|on vacation|on holiday|on leave|vacation|abwesend|abwesenheit"
+    r"|außer haus|ausser haus|absence|absent|réponse automatique|respuesta automática|fuera de la oficina"
+    r"|risposta automatica|fuori ufficio|automatisch antwoord|afwezig|frånvaro|automatiskt svar|poza biurem"
+    r"|odpowiedź automatyczna|автоответ|нет на месте|自動応答|不在|자동 응답|autosvar|fravær|poissa)",
+    re.I,
+)
+_BOUNCE_BODY_RE = re.compile(
+    r"(?:^|\n)\s*(?:Diagnostic-Code|Final-Recipient|Original-Recipient|Action:\s*failed|Status:\s*5\.\d)|"
+    r"could not be delivered|delivery to the following recipient|undeliverable|permanent(?:ly)? fail|"
+    r"message could not be delivered|the following address(?:es)? (?:had|failed)|user unknown|"
+    r"mailbox (?:unavailable|full|not found|does not exist)|no such user|address rejected|"
+    r"this is the mail system at host|delivery has failed|returned to sender|unrouteable address|"
+    r"invalid (?:user|recipient|address)|requested action not taken|not a member|loop (?:alert|detected)|"
+    r"mail loop|duplicated message-id|\b55[0-4][ -]",
+    re.I,
+)
+
+
+def _header(msg: Message, name: str) -> str:
+    value = msg.get(name)
+    return str(value).strip() if value is not None else ""
+
+
+def _safe_header(msg: Message, name: str) -> str:
+    try:
+        return _header(msg, name)
+    except Exception:  # a malformed header is as good as none
+        return ""
+
+
+def automated_kind(raw: bytes) -> AutomatedKind | None:
+    """ "bounce" for delivery reports, "auto_reply" for out-of-office and other automatic answers, or None.
+
+    Neither ever counts as a human's decision. First: is it automatic at all (RFC 3834 headers, robot senders,
+    list managers, an empty return path, an out-of-office subject, a delivery report)? Then: a bounce or an
+    auto-reply, by structure, sender, subject and body.
+    """
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    subject = _decoded_subject(_safe_header(msg, "Subject"))
+    sender = _address(_safe_header(msg, "From"))
+    auto_subject = bool(_AUTO_REPLY_SUBJECT_RE.search(subject))
+
+    if (
+        msg.get_content_type() == "multipart/report"
+        or _safe_header(msg, "X-Failed-Recipients")
+        or any(
+            part.get_content_type() in ("message/delivery-status", "message/global-delivery-status")
+            for part in msg.walk()
+        )
+    ):
+        return "bounce"
+    if (_BOUNCE_SENDER_RE.match(sender) or _BOUNCE_SUBJECT_RE.search(subject)) and not auto_subject:
+        return "bounce"
+
+    auto_submitted = _safe_header(msg, "Auto-Submitted").lower()
+    precedence = _safe_header(msg, "Precedence").lower()
+    automatic = (
+        (auto_submitted and not auto_submitted.startswith("no"))
+        or any(_safe_header(msg, h) for h in _AUTO_HEADERS)
+        or precedence in ("bulk", "junk", "list", "auto_reply")
+        or _safe_header(msg, "Return-Path").replace(" ", "") == "<>"
+        or _ROBOT_SENDER_RE.match(sender) is not None
+        or auto_subject
+    )
+    if not automatic:
+        return None
+    return "bounce" if not auto_subject and _looks_like_bounce_body(msg) else "auto_reply"
+
+
+# Headers only automatic mail carries: auto-responders, and mailing-list managers' own notices.
+_AUTO_HEADERS = (
+    "X-Autoreply",
+    "X-Autorespond",
+    "X-Autoresponse",
+    "X-Autoresponder",
+    "X-MLServer",
+    "X-ML-Name",
+    "Mailing-List",
+    "X-Mailing-List",
+    "List-Id",
+    "X-Loop",
+)
+_ROBOT_SENDER_RE = re.compile(
+    r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|auto[-_.]?reply|autoresponder|notifications?|"
+    r"post[-_]?master|mailer[-_]?daemon|[a-z0-9._-]*-(?:admin|owner|request|bounces?))(?:[+.\-][^@]*)?@",
+    re.I,
+)
+
+
+def _looks_like_bounce_body(msg: Message) -> bool:
+    for part in msg.walk():
+        if part.get_content_maintype() == "text":
+            if _BOUNCE_BODY_RE.search(part_text(part)[:20_000]):
+                return True
+    return False
+
+
+def _address(value: str) -> str:
+    return email.utils.parseaddr(value)[1].lower()
+
+
+def _decoded_subject(value: str) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except Exception:
+        return value
+
+
+# --- decisions ------------------------------------------------------------------------------------------
+
+_APPROVE_WORDS = frozenset(
+    [
+        "approve",
+        "approved",
+        "approves",
+        "approving",
+        "approval",
+        "accept",
+        "accepted",
+        "agree",
+        "agreed",
+        "confirm",
+        "confirmed",
+        "yes",
+        "yep",
+        "yeah",
+        "yup",
+        "y",
+        "ok",
+        "okay",
+        "okey",
+        "k",
+        "kk",
+        "lgtm",
+        "sure",
+        "fine",
+        "granted",
+        "allow",
+        "allowed",
+        "authorized",
+        "authorised",
+        "proceed",
+        "+1",
+        "ack",
+        "affirmative",
+        "ja",
+        "jawohl",
+        "genehmigt",
+        "genehmige",
+        "einverstanden",
+        "zugestimmt",
+        "freigegeben",
+        "passt",
+        "oui",
+        "approuvé",
+        "approuve",
+        "validé",
+        "valide",
+        "accepté",
+        "sí",
+        "si",
+        "aprobado",
+        "apruebo",
+        "vale",
+        "claro",
+        "dale",
+        "sì",
+        "approvato",
+        "approvo",
+        "certo",
+        "va",
+        "bene",
+        "akkoord",
+        "goedgekeurd",
+        "prima",
+        "godkänd",
+        "godkänt",
+        "godkendt",
+        "godkjent",
+        "jo",
+        "tak",
+        "zatwierdzam",
+        "zatwierdzone",
+        "zgoda",
+        "da",
+        "одобряю",
+        "одобрено",
+        "да",
+        "ок",
+        "согласен",
+        "sim",
+        "aprovado",
+        "aprovo",
+        "claro",
+        "evet",
+        "onay",
+        "kabul",
+        "はい",
+        "承認",
+        "承認します",
+        "了解",
+        "ok",
+        "です",
+        "好",
+        "好的",
+        "同意",
+        "批准",
+        "可以",
+        "是",
+        "네",
+        "승인",
+        "예",
+        "igen",
+        "jóváhagyva",
+        "ano",
+        "schváleno",
+        "schvaluji",
+        "kyllä",
+        "hyväksytty",
+        "hyväksyn",
+        "ναι",
+        "εγκρίνεται",
+    ]
+)
+_APPROVE_PHRASES = (
+    "go ahead",
+    "go for it",
+    "sounds good",
+    "looks good",
+    "ship it",
+    "do it",
+    "all good",
+    "good to go",
+    "let's go",
+    "lets go",
+    "mach es",
+    "mach das",
+    "c'est bon",
+    "d'accord",
+    "vas-y",
+    "adelante",
+    "de acuerdo",
+    "va bene",
+    "ga je gang",
+    "prosseguir",
+    "pode seguir",
+)
+_APPROVE_EMOJI = ("👍", "✅", "✔", "☑", "👌", "🆗", "💯")
+# A yes that comes with a condition is feedback, not approval: "ok, but change the subject".
+_QUALIFIER_RE = re.compile(
+    r"^\W*(?:but|however|except|only if|unless|although|though|aber|jedoch|außer|ausser|mais|sauf|pero|excepto|"
+    r"salvo|però|tranne|maar|behalve|men|utom|ale|но|кроме|mas|exceto|ama|fakat|しかし|但是|不过)\b",
+    re.I,
+)
+_FIRST_TOKEN_RE = re.compile(r"^\s*([^\s,.!?;:()\[\]\"'«»、。！？，：；]+)")
+
+
+def parse_decision(text: str) -> tuple[Decision, str]:
+    """("approve", the rest as comment) when the reply starts with an approve word; else ("reject", the text).
+
+    The comment is the human's feedback for the agent, so a rejection keeps all of the new text.
+    """
+    stripped = text.strip()
+    lowered = stripped.lower()
+    rest: str | None = None
+    for emoji in _APPROVE_EMOJI:
+        if stripped.startswith(emoji):
+            rest = stripped[len(emoji) :].lstrip("\ufe0f\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001f3ff")
+            break
+    if rest is None:
+        for phrase in _APPROVE_PHRASES:
+            if lowered.startswith(phrase) and not lowered[len(phrase) : len(phrase) + 1].isalnum():
+                rest = stripped[len(phrase) :]
+                break
+    if rest is None:
+        match = _FIRST_TOKEN_RE.match(stripped)
+        if match and match.group(1).lower() in _APPROVE_WORDS:
+            rest = stripped[match.end() :]
+    if rest is None or rest.lstrip().startswith("?") or _QUALIFIER_RE.match(rest):
+        return "reject", stripped
+    comment = rest.lstrip(" \t,.!:;-–—、，。：！").strip()
+    return "approve", comment

@@ -1,0 +1,225 @@
+"""gateway.replies: reading what a human wrote, spotting automatic mail, and the decision it carries."""
+
+from __future__ import annotations
+
+import json
+import sys
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from gateway.replies import automated_kind, extract_reply, html_to_text, parse_decision
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+TOOLS = CORPUS.parent / "tools"
+
+
+def message(
+    body: str | None = None, *, html: str | None = None, charset: str = "utf-8", cte: str | None = None, **headers: str
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = headers.pop("From", "Alice <alice@example.com>")
+    msg["To"] = "replies+tag@example.test"
+    msg["Subject"] = headers.pop("Subject", "Re: Approval needed: send_email [#ABCD2345]")
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    if body is not None:
+        msg.set_content(body, charset=charset, cte=cte)
+    if html is not None:
+        if body is None:
+            msg.set_content(html, subtype="html")
+        else:
+            msg.add_alternative(html, subtype="html")
+    return bytes(msg)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "Approved\n\nOn Mon, Apr 2, 2012 at 6:26 PM, Gateway <gw@example.test> wrote:\n> Approve send_email?\n",
+            "Approved",
+        ),
+        (
+            "No, shorter please.\n\n-----Original Message-----\nFrom: Gateway\nSent: Monday\nTo: me\n\nApprove?",
+            "No, shorter please.",
+        ),
+        (
+            "Yes\n\n________________________________\nFrom: Gateway <gw@example.test>\nSent: Monday, 2 April\n"
+            "To: Alice\nSubject: Approval needed\n\nApprove?",
+            "Yes",
+        ),
+        ("Ja, passt.\n\nAm 02.04.2012 um 14:20 schrieb Gateway <gw@example.test>:\n> Freigeben?", "Ja, passt."),
+        ("Oui\n\nLe 2 avr. 2012 à 14:20, Gateway <gw@example.test> a écrit :\n> ?", "Oui"),
+        ("Sí\n\nEl 2 abr 2012, a las 14:20, Gateway <gw@example.test> escribió:\n> ?", "Sí"),
+        (
+            "OK\n\nOn Mon, Apr 2, 2012 at 6:26 PM, A Very Long Sender Name From The Accounting Department\n"
+            "<gw@example.test> wrote:\n> quoted",
+            "OK",
+        ),
+        ("lgtm\n\nSent from my iPhone\n\n> On 2 Apr 2012, at 14:20, Gateway wrote:\n> ?", "lgtm"),
+        ("Reject: wrong recipient.\n-- \nAlice Example\nHead of Finance\n", "Reject: wrong recipient."),
+        ("> Approve send_email?\n\nYes, go ahead.\n", "Yes, go ahead."),
+        ("Approved. Budget: 500 EUR.", "Approved. Budget: 500 EUR."),
+    ],
+)
+def test_plain_replies(body: str, expected: str) -> None:
+    assert extract_reply(body) == expected
+    assert extract_reply(message(body)) == expected
+
+
+def test_a_human_note_with_fields_is_not_a_quote_header() -> None:
+    body = "Please use these details instead:\nName: Bob\nEmail: bob@example.com\nPhone: 555-0100\n"
+    assert extract_reply(body) == body.strip()
+
+
+def test_forwarded_material_is_kept() -> None:
+    body = "See below, this is why.\n\n---------- Forwarded message ----------\nFrom: x@example.com\nText"
+    assert extract_reply(body) == body
+
+
+def test_html_only_gmail_reply() -> None:
+    html = (
+        '<div dir="ltr">Approved, <b>thanks</b></div><br><div class="gmail_quote">On Mon, Apr 2, 2012 '
+        "Gateway &lt;gw@example.test&gt; wrote:<blockquote>Approve?</blockquote></div>"
+    )
+    assert extract_reply(message(html=html)) == "Approved, thanks"
+    assert extract_reply(html, html=True) == "Approved, thanks"
+
+
+def test_outlook_html_with_single_quoted_attributes() -> None:
+    html = (
+        "<div class=WordSection1><p class=MsoNormal>No, not yet.<o:p></o:p></p>"
+        "<div style='border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0in 0in 0in'>"
+        "<p><b>From:</b> Gateway<br><b>Sent:</b> Monday</p></div><p>Approve?</p></div>"
+    )
+    assert extract_reply(html, html=True) == "No, not yet."
+
+
+def test_base64_and_quoted_printable_and_latin1() -> None:
+    assert extract_reply(message("Grüße, approved\n\nOn Mon, Gateway <g@x.test> wrote:\n> q", cte="base64")) == (
+        "Grüße, approved"
+    )
+    assert extract_reply(message("Café ok\n", charset="iso-8859-1", cte="quoted-printable")) == "Café ok"
+
+
+def test_wrongly_declared_charset_falls_back() -> None:
+    raw = (
+        b"From: a@example.com\r\nSubject: Re: x\r\nContent-Type: text/plain; charset=big5\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n" + "Genehmigt – schön\r\n".encode() + b"\r\n"
+    )
+    assert extract_reply(raw) == "Genehmigt – schön"
+    unknown = raw.replace(b"big5", b"x-no-such-charset")
+    assert extract_reply(unknown) == "Genehmigt – schön"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"garbage without headers",
+        b'Content-Type: multipart/alternative; boundary="x"\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nhi',
+        b'Content-Type: text/plain; charset="\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!',
+        b"Subject: =?utf-8?b?broken?=\r\nFrom: <<>>\r\n\r\n\xff\xfe\x00",
+    ],
+)
+def test_malformed_messages_never_raise(raw: bytes) -> None:
+    assert isinstance(extract_reply(raw), str)
+    assert automated_kind(raw) in (None, "auto_reply", "bounce")
+
+
+def test_html_to_text_never_interprets_markup() -> None:
+    assert html_to_text("<p>a</p><script>alert(1)</script><p>b &amp; c</p>") == "a\nb & c"
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind"),
+    [
+        ({"Auto_Submitted": "auto-replied"}, "auto_reply"),
+        ({"Auto_Submitted": "no"}, None),
+        ({"X_Autoreply": "yes"}, "auto_reply"),
+        ({"Precedence": "bulk"}, "auto_reply"),
+        ({"Subject": "Out of Office: Re: Approval needed"}, "auto_reply"),
+        ({"Subject": "Automatische Antwort: Freigabe"}, "auto_reply"),
+        ({"Subject": "Réponse automatique : absent"}, "auto_reply"),
+        ({"From": "MAILER-DAEMON@mx.example.com", "Subject": "Undelivered Mail Returned to Sender"}, "bounce"),
+        ({"From": "postmaster@example.com", "Subject": "Delivery Status Notification (Failure)"}, "bounce"),
+        ({"Return_Path": "<>"}, "auto_reply"),
+        ({"X_Failed_Recipients": "bob@example.com"}, "bounce"),
+        ({}, None),
+    ],
+)
+def test_automated_kind(headers: dict[str, str], kind: str | None) -> None:
+    assert automated_kind(message("I am away until Monday.", **headers)) == kind
+
+
+def test_delivery_status_report_is_a_bounce() -> None:
+    raw = (
+        b"From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\nSubject: failure\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nCould not deliver.\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        b"Final-Recipient: rfc822; bob@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n--b--\r\n"
+    )
+    assert automated_kind(raw) == "bounce"
+
+
+@pytest.mark.parametrize(
+    ("text", "decision", "comment"),
+    [
+        ("Approved", "approve", ""),
+        ("approve. Thanks!", "approve", "Thanks!"),
+        ("Yes, go ahead", "approve", "go ahead"),
+        ("LGTM", "approve", ""),
+        ("👍", "approve", ""),
+        ("👍🏽 nice", "approve", "nice"),
+        ("✅", "approve", ""),
+        ("ok", "approve", ""),
+        ("Go ahead and send it", "approve", "and send it"),
+        ("Ja", "approve", ""),
+        ("Oui, parfait", "approve", "parfait"),
+        ("Sí", "approve", ""),
+        ("はい、送ってください", "approve", "送ってください"),
+        ("同意", "approve", ""),
+        ("No, change the subject line first", "reject", "No, change the subject line first"),
+        ("Please make it shorter.", "reject", "Please make it shorter."),
+        ("ok but change the subject", "reject", "ok but change the subject"),
+        ("Yes, except the attachment", "reject", "Yes, except the attachment"),
+        ("Approve? Really?", "reject", "Approve? Really?"),
+        ("Not approved", "reject", "Not approved"),
+        ("yesterday it was fine", "reject", "yesterday it was fine"),
+        ("okayish", "reject", "okayish"),
+        ("", "reject", ""),
+    ],
+)
+def test_parse_decision(text: str, decision: str, comment: str) -> None:
+    assert parse_decision(text) == (decision, comment)
+
+
+# --- opt-in: the real fixtures in ../shared/corpus (present in CI; never copied into the project) -------------
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not beside the project")
+def test_reply_corpus_lenient_score_at_least_95_percent() -> None:
+    sys.path.insert(0, str(TOOLS))
+    import score_replies
+
+    records = [json.loads(line) for line in (CORPUS / "replies.jsonl").read_text().splitlines() if line.strip()]
+    run = score_replies.project()
+    lenient = sum(score_replies.judge(rec, run(rec) or "")[1] for rec in records)
+    assert lenient / len(records) >= 0.95, f"{lenient}/{len(records)}"
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not beside the project")
+def test_automated_corpus_all_right_and_no_human_flagged() -> None:
+    def raw(rec: dict) -> bytes:
+        return rec["raw"].encode(rec.get("raw_encoding", "utf-8").split(" ")[0], "surrogateescape")
+
+    automated = [json.loads(x) for x in (CORPUS / "automated.jsonl").read_text().splitlines() if x.strip()]
+    wrong = [(r["id"], r["kind"], automated_kind(raw(r))) for r in automated if automated_kind(raw(r)) != r["kind"]]
+    assert wrong == []
+    replies = [json.loads(x) for x in (CORPUS / "replies.jsonl").read_text().splitlines() if x.strip()]
+    flagged = [r["id"] for r in replies if r["is_full_message"] and automated_kind(raw(r)) is not None]
+    assert flagged == []
+    assert len(automated) == 171
