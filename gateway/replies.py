@@ -165,7 +165,8 @@ _RULE_LINE_RE = re.compile(r"^\s*(?:={3,}|-{3,}|_{3,}|\*{3,})\s*$")
 
 # Outlook-style header blocks: "From: …" followed within a few lines by "Sent:/Date:/To:/Subject:".
 _FROM_RE = re.compile(
-    r"^\s*\**\s*(?:From|Von|De|Da|Van|Från|Fra|Lähettäjä|Od|От|Feladó|Kimden|Från|送信者|发件人|寄件者|보낸 사람)\s*\**\s*:",
+    r"^\s*\**\s*(?:From|Von|De|Da|Van|Från|Fra|Lähettäjä|Od|От|Feladó|Kimden|送信者|发件人|寄件者|보낸 사람)"
+    r"\s*\**\s*:",
     re.I,
 )
 _HEADER_FIELD_RE = re.compile(
@@ -313,10 +314,8 @@ def _clean_text(text: str) -> str:
     cut = _quote_start(lines)
     if cut is not None:
         above = lines[:cut]
-        if any(x.strip() for x in above):
-            lines = above
-        else:  # bottom-posted: the new text follows the quote
-            lines = _after_quote(lines, cut)
+        # Top-posted: the new text is above the quote. Bottom-posted: it follows the quote.
+        lines = above if any(x.strip() for x in above) else _after_quote(lines, cut)
     # Inline-quoted lines left after the new text (rare): drop trailing ones.
     while lines and (not lines[-1].strip() or _QUOTE_LINE_RE.match(lines[-1])):
         lines.pop()
@@ -457,9 +456,8 @@ _ROBOT_SENDER_RE = re.compile(
 
 def _looks_like_bounce_body(msg: Message) -> bool:
     for part in msg.walk():
-        if part.get_content_maintype() == "text":
-            if _BOUNCE_BODY_RE.search(part_text(part)[:20_000]):
-                return True
+        if part.get_content_maintype() == "text" and _BOUNCE_BODY_RE.search(part_text(part)[:20_000]):
+            return True
     return False
 
 
