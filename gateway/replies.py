@@ -12,7 +12,7 @@ import email.policy
 import email.utils
 import html as htmllib
 import re
-from email.message import EmailMessage, Message
+from email.message import Message
 from typing import Literal
 
 AutomatedKind = Literal["auto_reply", "bounce"]
@@ -21,11 +21,10 @@ Decision = Literal["approve", "reject"]
 # --- decoding -------------------------------------------------------------------------------------------
 
 
-def parse_message(raw: bytes) -> EmailMessage:
-    """Parse leniently: a broken header or part never raises here."""
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(msg, EmailMessage)
-    return msg
+def parse_message(raw: bytes) -> Message:
+    """Parse leniently (compat32: no header objects, several times faster, and it never raises on a bad
+    header); a broken part is handled where it is decoded."""
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
 
 
 def _decode(payload: bytes, declared: str | None) -> str:
@@ -197,11 +196,11 @@ _SIGNATURE_DELIMITER_RE = re.compile(r"^(?:-- ?|--|__)\s*$")
 def _is_quote_header(chunk: list[str]) -> bool:
     """Whether these consecutive non-blank lines are an attribution line ("On … wrote:" and kin)."""
     text = " ".join(part.strip().lstrip(">").strip() for part in chunk).strip("-_ ")
-    if len(text) > 400:
+    if len(text) > 400 or not (text.endswith(":") or _WROTE_RE.search(text[-40:])):
         return False
     has_date = bool(_DATE_HINT_RE.search(text))
     has_address = "@" in text
-    if _WROTE_RE.search(text):
+    if _WROTE_RE.search(text[-40:]):
         return bool(_ON_START_RE.match(text) or has_date or has_address)
     # Date-first attributions without a verb: "2017-11-24 16:32 GMT+01:00 Name <a@b.c>:"
     return text.endswith(":") and has_date and has_address
@@ -282,6 +281,8 @@ def _rest_is_quoted(lines: list[str], start: int) -> bool:
 def _split_inline_attribution(lines: list[str]) -> list[str]:
     """'reply On <date>, <someone> wrote:' becomes two lines, so the attribution is found like any other."""
     for i, line in enumerate(lines):
+        if not _WROTE_RE.search(line[-40:]):
+            continue
         match = _INLINE_ATTRIBUTION_RE.match(line)
         if match and _DATE_HINT_RE.search(match.group("rest")) and not _QUOTE_LINE_RE.match(line):
             head = match.group("reply").rstrip("- ")
