@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="only the background workers (outbox sender)")
     sub.add_parser("migrate", help="apply the schema migrations")
 
+    parse = sub.add_parser("parse-reply", help="show what the gateway reads from one email (.eml)")
+    parse.add_argument("file", help="an RFC 822 message; - reads standard input")
+
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create an API key and print it once")
@@ -69,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate()
         if args.command == "keys":
             return _keys_create(args.name)
+        if args.command == "parse-reply":
+            return _parse_reply(args.file)
     except ConfigError as exc:
         return _fail_config(exc)
     except KeyboardInterrupt:
@@ -199,6 +204,30 @@ def _keys_create(name: str) -> int:
 
     print(asyncio.run(run()))
     print(f"(key {name!r} created; it is shown only this once)", file=sys.stderr)
+    return 0
+
+
+def _parse_reply(path: str) -> int:
+    from gateway.replies import automated_kind, extract_reply, parse_decision
+
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115
+    except OSError as exc:
+        print(f"gateway: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    kind = automated_kind(raw)
+    text = extract_reply(raw)
+    print(f"automated: {kind or 'no'}")
+    if kind is not None:
+        print("decision:  none (automatic mail never decides)")
+    elif not text.strip():
+        print("decision:  none (no new text)")
+    else:
+        decision, comment = parse_decision(text)
+        print(f"decision:  {decision} (for an approval; for a question the text is the answer)")
+        print(f"comment:   {comment!r}")
+    print("--- new text ---")
+    print(text)
     return 0
 
 

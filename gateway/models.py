@@ -182,3 +182,22 @@ class KeyValue(SQLModel, table=True):
 
     key: str = Field(primary_key=True)
     value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class InboundMessage(SQLModel, table=True):
+    """Every mail that reached the inbound pipeline, once: the unique Message-ID makes a re-delivered or re-read
+    message decide nothing the second time."""
+
+    __tablename__ = "inbound_messages"
+
+    id: str = Field(primary_key=True)
+    message_id: str = Field(unique=True)
+    received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    sender: str | None = None
+    subject: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    source: str  # imap | dev | api
+    request_id: str | None = Field(default=None, foreign_key="requests.id", index=True)
+    recipient_id: str | None = Field(default=None, foreign_key="recipients.id")
+    outcome: str  # decided | recorded | ignored
+    reason: str | None = None
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     imap_security: Security = "tls"
     imap_mailbox: str = "INBOX"
 
+    imap_processed_mailbox: str = "Processed"
+    imap_poll_interval: float = 30.0
+    imap_idle_renew: float = 600.0
+    inbound_require_auth: bool = False
+    trusted_authserv_ids: str = ""
+
     templates_dir: Path | None = None
     default_expires_in: int | None = None
     link_max_age: int = 30 * 24 * 3600
@@ -75,6 +81,10 @@ class Settings(BaseSettings):
     def secret_key_list(self) -> list[str]:
         """All keys verify; the last one signs (itsdangerous treats the list's end as newest)."""
         return [k.strip() for k in (self.secret_keys or "").split(",") if k.strip()]
+
+    @property
+    def trusted_authserv_id_list(self) -> list[str]:
+        return [x.strip().lower() for x in self.trusted_authserv_ids.split(",") if x.strip()]
 
     @property
     def async_database_url(self) -> str:
@@ -132,6 +142,10 @@ class Settings(BaseSettings):
             raise ConfigError(_env("imap_host"), "IMAP credentials are set but IMAP_HOST is not")
         if self.imap_host and not self.reply_address_effective:
             raise ConfigError(_env("reply_address"), "the IMAP poller needs the address replies go to")
+        if self.inbound_require_auth and not self.trusted_authserv_id_list:
+            raise ConfigError(
+                _env("trusted_authserv_ids"), "INBOUND_REQUIRE_AUTH needs the servers whose results count"
+            )
         if self.templates_dir is not None and not self.templates_dir.is_dir():
             raise ConfigError(_env("templates_dir"), f"{self.templates_dir} is not a directory")
         url = self.async_database_url

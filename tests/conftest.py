@@ -173,7 +173,7 @@ def postgres_database() -> Iterator[str]:
     in_thread(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-TABLES = ["events", "responses", "outbox", "recipients", "requests", "api_keys", "kv"]
+TABLES = ["inbound_messages", "events", "responses", "outbox", "recipients", "requests", "api_keys", "kv"]
 
 
 @pytest.fixture(params=_backends())

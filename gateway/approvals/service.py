@@ -242,8 +242,13 @@ async def respond(
     comment: str | None = None,
     option: str | None = None,
     meta: dict[str, Any] | None = None,
+    also: list[Any] | None = None,
 ) -> Decision:
-    """Record one recipient's answer and apply the policy. Exactly one answer can decide a request."""
+    """Record one recipient's answer and apply the policy. Exactly one answer can decide a request.
+
+    ``also``: rows to commit in the same transaction (the inbound pipeline's record of the mail), so an
+    answer and the proof it was read once stand or fall together.
+    """
     if decision not in ("approve", "reject", "answer"):
         raise InvalidInputError(f"unknown decision {decision!r}")
     comment = (comment or "").strip() or None
@@ -282,6 +287,7 @@ async def respond(
                 via=via,
             )
             session.add(response)
+            session.add_all(also or [])
             await session.flush()
             session.add(
                 event(

@@ -72,6 +72,7 @@ class DevMailbox:
     def __init__(self, public_base: str, limit: int = 2000) -> None:
         self.public_base = public_base
         self.messages: deque[CapturedMessage] = deque(maxlen=limit)
+        self.notes: dict[str, str] = {}  # message id -> what happened to the reply sent from the page
         self.arrived = asyncio.Condition()
         self._server: asyncio.Server | None = None
         self.port: int | None = None

@@ -1,12 +1,16 @@
 """The dev mailbox: a page and JSON over the mail `gateway dev` captured."""
 
-from typing import Any
+from email.utils import format_datetime, formataddr, make_msgid
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.dev.mailbox import DevMailbox
 from gateway.errors import GatewayError
+from gateway.inbound import pipeline
+from gateway.mail import mime
+from gateway.models import utcnow
 
 router = APIRouter(prefix="/dev", tags=["dev"])
 
@@ -47,5 +51,51 @@ async def raw_message(message_id: str, request: Request) -> Response:
 @router.get("/mailbox", response_class=HTMLResponse, include_in_schema=False)
 async def mailbox_page(request: Request) -> HTMLResponse:
     svc = request.app.state.services
-    html = svc.templates.get_template("dev/mailbox.html").render(messages=list(_mailbox(request).messages))
+    box = _mailbox(request)
+    html = svc.templates.get_template("dev/mailbox.html").render(messages=list(box.messages), notes=box.notes)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/inbound", summary="Feed a raw RFC 822 message to the inbound pipeline (as the IMAP poller would)")
+async def inbound(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        raise EmptyMessageError("send a raw RFC 822 message as the request body")
+    outcome = await pipeline.process(request.app.state.services, raw, source="dev")
+    return {"outcome": outcome.outcome, "reason": outcome.reason, "request_id": outcome.request_id}
+
+
+class EmptyMessageError(GatewayError):
+    status = 422
+    code = "invalid_request"
+
+
+@router.post("/messages/{message_id}/reply", include_in_schema=False)
+async def reply_form(message_id: str, request: Request, text: Annotated[str, Form(max_length=20_000)] = "") -> Response:
+    """The mailbox page's reply form: writes a reply the way a mail client would, and feeds it in."""
+    original = _mailbox(request).get(message_id)
+    if original is None:
+        raise NoSuchMessageError(f"no captured message {message_id!r}")
+    sender = original.to[0]
+    quoted = "\n".join(f"> {line}" for line in original.text.splitlines())
+    body = f"{text}\n\nOn {format_datetime(original.received_at)}, {original.mail_from} wrote:\n{quoted}\n"
+    headers = [
+        ("From", formataddr(("", sender))),
+        ("To", original.headers.get("Reply-To", "")),
+        ("Subject", f"Re: {original.subject}"),
+        ("Date", format_datetime(utcnow())),
+        ("Message-ID", make_msgid(domain="dev-mailbox.localhost")),
+        ("In-Reply-To", original.message_id),
+        ("References", original.message_id),
+    ]
+    raw = mime.alternative(headers, body, f"<p>{_escape(text)}</p><blockquote>{_escape(original.text)}</blockquote>")
+    outcome = await pipeline.process(request.app.state.services, raw.encode(), source="dev")
+    reason = f" ({outcome.reason})" if outcome.reason else ""
+    _mailbox(request).notes[message_id] = f"Reply sent: {outcome.outcome}{reason}"
+    return RedirectResponse(f"/dev/mailbox#{message_id}", status_code=303)
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text).replace("\n", "<br>")

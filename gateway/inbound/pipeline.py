@@ -1,0 +1,439 @@
+"""Replies by email: receive → match → screen → authenticate → read → act.
+
+Each step is small and each refusal is its own exception, carrying its data and an audit ``reason``. Every
+message ends as one ``inbound_messages`` row (its Message-ID unique, so a message seen twice acts once) and,
+when it could be matched, as an event in that request's audit trail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from gateway import addresses, replies
+from gateway.approvals import service
+from gateway.errors import AlreadyRespondedError, NotAnApproverError, NotPendingError
+from gateway.links.tokens import TokenError
+from gateway.mail import notices
+from gateway.models import InboundMessage, OutboxMessage, Recipient, Request, new_id
+from gateway.services import Services
+
+log = logging.getLogger("gateway.inbound")
+
+REF_RE = re.compile(r"\[#([A-Za-z2-7]{8})\]")
+MSGID_RE = re.compile(r"<[^<>\s]+>")
+
+
+# --- refusals -------------------------------------------------------------------------------------------
+
+
+class InboundError(Exception):
+    """A message that decides nothing. ``reason`` is what the audit trail records; ``notify`` says whether the
+    human deserves an explanation (never for automatic mail, nor for mail we cannot tie to a request)."""
+
+    reason = "refused"
+    notify = False
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class DuplicateMessageError(InboundError):
+    reason = "duplicate"
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"{message_id} was processed before")
+
+
+class OwnMessageError(InboundError):
+    reason = "own_message"
+
+    def __init__(self, sender: str) -> None:
+        self.sender = sender
+        super().__init__(f"mail from the gateway's own address {sender} (a loop)")
+
+
+class NoMatchingRequestError(InboundError):
+    reason = "no_matching_request"
+
+
+class AutomatedMessageError(InboundError):
+    reason = "automated"
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"automatic mail ({kind})")
+
+
+class ForgedSenderError(InboundError):
+    reason = "sender_mismatch"
+    notify = True
+
+    def __init__(self, sender: str, expected: str) -> None:
+        self.sender = sender
+        self.expected = expected
+        super().__init__(f"sent by {sender or 'nobody'}, but this reply address belongs to {expected}")
+
+
+class SenderNotAuthenticatedError(InboundError):
+    reason = "sender_not_authenticated"
+
+    def __init__(self, sender: str, results: str) -> None:
+        self.sender = sender
+        self.results = results
+        super().__init__(f"no DKIM/DMARC pass for {sender} from a trusted server ({results or 'no results'})")
+
+
+class UnreadableReplyError(InboundError):
+    reason = "empty_reply"
+    notify = True
+
+
+class RequestClosedError(InboundError):
+    reason = "request_not_pending"
+    notify = True
+
+    def __init__(self, request_id: str, status: str) -> None:
+        self.request_id = request_id
+        self.status = status
+        super().__init__(f"{request_id} is already {status}")
+
+
+class AlreadyAnsweredError(InboundError):
+    reason = "already_responded"
+    notify = True
+
+
+class NotAnApproverReplyError(InboundError):
+    reason = "not_an_approver"
+    notify = True
+
+
+# --- the steps ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inbound:
+    """What the pipeline learns about one message as it goes."""
+
+    raw: bytes
+    source: str
+    msg: Message
+    message_id: str
+    sender: str
+    subject: str
+    request: Request | None = None
+    recipient: Recipient | None = None
+    text: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: str  # decided | recorded | ignored | duplicate
+    reason: str | None
+    request_id: str | None
+    detail: str | None = None
+
+
+def receive(raw: bytes, source: str) -> Inbound:
+    msg = replies.parse_message(raw)
+    message_id = _first_msgid(_header(msg, "Message-ID"))
+    if not message_id:  # no Message-ID: its content identifies it, so a re-read is still a duplicate
+        message_id = f"<sha256.{hashlib.sha256(raw).hexdigest()}@inbound.invalid>"
+    return Inbound(
+        raw=raw,
+        source=source,
+        msg=msg,
+        message_id=message_id,
+        sender=addresses.normalise(_header(msg, "From")),
+        subject=replies._decoded_subject(_header(msg, "Subject"))[:500],
+    )
+
+
+def screen_own(svc: Services, mail: Inbound) -> None:
+    ours = {a.lower() for a in (svc.settings.from_address, svc.settings.reply_address_effective) if a}
+    bare_ours = {_without_tag(a) for a in ours}
+    if mail.sender and (mail.sender in ours or _without_tag(mail.sender) in bare_ours):
+        raise OwnMessageError(mail.sender)
+
+
+async def match(svc: Services, mail: Inbound) -> None:
+    """Find the request and recipient: the plus-address tag, then threading headers, then the subject ref."""
+    recipient_id = _tag_recipient(svc, mail.msg)
+    async with svc.db.read() as session:
+        if recipient_id is None:
+            ids = MSGID_RE.findall(_header(mail.msg, "In-Reply-To") + " " + _header(mail.msg, "References"))
+            if ids:
+                found = await session.exec(
+                    select(OutboxMessage.recipient_id, OutboxMessage.request_id).where(
+                        col(OutboxMessage.message_id).in_(ids[-50:])
+                    )
+                )
+                row = found.first()
+                if row is not None:
+                    recipient_id = row[0] or await _recipient_by_sender(session, row[1], mail.sender)
+                    mail.extra["matched_by"] = "thread"
+        if recipient_id is None:
+            ref = REF_RE.search(mail.subject)
+            if ref:
+                request = (await session.exec(select(Request).where(Request.ref == ref.group(1).upper()))).first()
+                if request is not None:
+                    recipient_id = await _recipient_by_sender(session, request.id, mail.sender)
+                    mail.request = request
+                    mail.extra["matched_by"] = "subject"
+        if recipient_id is None:
+            if mail.request is not None:
+                return  # a known request, but the sender is none of its recipients
+            raise NoMatchingRequestError("no reply tag, known thread or subject reference")
+        recipient = await session.get(Recipient, recipient_id)
+        if recipient is None:
+            raise NoMatchingRequestError(f"the reply tag names no known recipient ({recipient_id})")
+        mail.recipient = recipient
+        mail.request = await session.get(Request, recipient.request_id)
+        mail.extra.setdefault("matched_by", "tag")
+
+
+def screen_automated(mail: Inbound) -> None:
+    kind = replies.automated_kind(mail.raw)
+    if kind is not None:
+        raise AutomatedMessageError(kind)
+
+
+def authenticate(svc: Services, mail: Inbound) -> None:
+    """The sender must be the recipient the tag names; optionally with a DKIM/DMARC pass we trust."""
+    assert mail.request is not None
+    if mail.recipient is None:
+        raise ForgedSenderError(mail.sender, "another recipient")
+    expected = addresses.normalise(mail.recipient.address)
+    if mail.sender != expected:
+        raise ForgedSenderError(mail.sender, expected)
+    if svc.settings.inbound_require_auth:
+        results = [str(v) for v in mail.msg.get_all("Authentication-Results") or []]
+        if not auth_passes(results, svc.settings.trusted_authserv_id_list, mail.sender):
+            raise SenderNotAuthenticatedError(mail.sender, " | ".join(results)[:300])
+
+
+def read(mail: Inbound) -> None:
+    text = replies.extract_reply(mail.raw)
+    if not text.strip():
+        raise UnreadableReplyError("no new text in the reply (only quoted history, or an unreadable body)")
+    mail.text = text
+
+
+async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.Decision:
+    assert mail.request is not None and mail.recipient is not None and mail.text is not None
+    request = mail.request
+    meta = {"message_id": mail.message_id, "source": mail.source}
+    try:
+        if request.kind == "approval":
+            decision, comment = replies.parse_decision(mail.text)
+            return await service.respond(
+                svc,
+                mail.recipient.id,
+                decision=decision,
+                via="reply",
+                comment=comment or None,
+                meta=meta,
+                also=[record],
+            )
+        option = _option_named(request, mail.text)
+        return await service.respond(
+            svc,
+            mail.recipient.id,
+            decision="answer",
+            via="reply",
+            comment=mail.text,
+            option=option,
+            meta=meta,
+            also=[record],
+        )
+    except NotPendingError as exc:
+        raise RequestClosedError(exc.request_id, exc.request_status) from exc
+    except AlreadyRespondedError as exc:
+        raise AlreadyAnsweredError(f"{exc.approver} has already answered") from exc
+    except NotAnApproverError as exc:
+        raise NotAnApproverReplyError(exc.message) from exc
+
+
+# --- the pipeline ---------------------------------------------------------------------------------------
+
+
+async def process(svc: Services, raw: bytes, source: str = "imap") -> Outcome:
+    """Run one message through every step. Never raises for a bad message: the outcome says what happened."""
+    try:
+        mail = receive(raw, source)
+    except Exception as exc:  # the parser is lenient; this is a last resort
+        log.warning("inbound: unparseable message: %s", exc)
+        mail = Inbound(raw=raw, source=source, msg=Message(), message_id=_digest_id(raw), sender="", subject="")
+    record = InboundMessage(
+        id=new_id("inb"),
+        message_id=mail.message_id,
+        sender=mail.sender or None,
+        subject=mail.subject or None,
+        source=source,
+        outcome="ignored",
+    )
+    try:
+        if await _seen(svc, mail.message_id):
+            raise DuplicateMessageError(mail.message_id)
+        screen_own(svc, mail)
+        await match(svc, mail)
+        record.request_id = mail.request.id if mail.request else None
+        record.recipient_id = mail.recipient.id if mail.recipient else None
+        screen_automated(mail)
+        authenticate(svc, mail)
+        read(mail)
+        record.outcome = "recorded"
+        decision = await act(svc, mail, record)
+    except DuplicateMessageError as exc:
+        return Outcome("duplicate", exc.reason, None, exc.detail)
+    except InboundError as exc:
+        return await _refused(svc, mail, record, exc)
+    except IntegrityError:
+        return Outcome("duplicate", DuplicateMessageError.reason, None, f"{mail.message_id} was processed before")
+    except Exception as exc:
+        log.exception("inbound: unexpected error on %s", mail.message_id)
+        return await _refused(svc, mail, record, InboundError(f"internal error: {type(exc).__name__}"))
+    assert mail.request is not None and mail.recipient is not None
+    outcome = "decided" if decision.decided else "recorded"
+    await _finish(svc, record, outcome)
+    await notices.confirm_reply(svc, decision.request, mail.recipient, mail.message_id, decision.response)
+    return Outcome(outcome, None, mail.request.id)
+
+
+async def _refused(svc: Services, mail: Inbound, record: InboundMessage, exc: InboundError) -> Outcome:
+    record.outcome, record.reason, record.detail = "ignored", exc.reason, exc.detail[:1000]
+    request_id = mail.request.id if mail.request else None
+    try:
+        async with svc.db.write() as session:
+            session.add(record)
+            if request_id:
+                session.add(
+                    service.event(
+                        request_id,
+                        "reply_ignored",
+                        mail.sender or None,
+                        reason=exc.reason,
+                        detail=exc.detail[:500],
+                        message_id=mail.message_id,
+                        source=mail.source,
+                    )
+                )
+    except IntegrityError:
+        return Outcome("duplicate", DuplicateMessageError.reason, None, f"{mail.message_id} was processed before")
+    if exc.notify and mail.request is not None and mail.sender:
+        await notices.explain_refusal(svc, mail.request, mail.sender, mail.message_id, exc.reason, exc.detail)
+    log.info("inbound %s from %s ignored: %s (%s)", mail.message_id, mail.sender, exc.reason, exc.detail)
+    return Outcome("ignored", exc.reason, request_id, exc.detail)
+
+
+async def _finish(svc: Services, record: InboundMessage, outcome: str) -> None:
+    async with svc.db.write() as session:
+        row = await session.get(InboundMessage, record.id)
+        if row is not None:
+            row.outcome = outcome
+            session.add(row)
+
+
+async def _seen(svc: Services, message_id: str) -> bool:
+    async with svc.db.read() as session:
+        found = await session.exec(select(InboundMessage.id).where(InboundMessage.message_id == message_id))
+        return found.first() is not None
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+def _header(msg: Message, name: str) -> str:
+    try:
+        values = msg.get_all(name) or []
+        return " ".join(str(v) for v in values)
+    except Exception:
+        return ""
+
+
+def _first_msgid(value: str) -> str:
+    found = MSGID_RE.findall(value)
+    return found[0] if found else value.strip()[:500]
+
+
+def _digest_id(raw: bytes) -> str:
+    return f"<sha256.{hashlib.sha256(raw).hexdigest()}@inbound.invalid>"
+
+
+def _without_tag(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
+def _tag_recipient(svc: Services, msg: Message) -> str | None:
+    """The recipient named by a plus-address tag of our reply mailbox in To, Cc, Delivered-To or X-Original-To."""
+    mailbox = (svc.settings.reply_address_effective or "").lower()
+    if not mailbox:
+        return None
+    local, _, domain = mailbox.partition("@")
+    local = local.split("+", 1)[0]
+    values = [str(v) for name in ("Delivered-To", "X-Original-To", "To", "Cc") for v in (msg.get_all(name) or [])]
+    for _, address in getaddresses(values):
+        a_local, _, a_domain = address.lower().partition("@")
+        if a_domain != domain or "+" not in a_local:
+            continue
+        base, _, tag = a_local.partition("+")
+        if base != local:
+            continue
+        try:
+            return svc.signer.verify_reply(tag)
+        except TokenError:
+            continue
+    return None
+
+
+async def _recipient_by_sender(session: Any, request_id: str | None, sender: str) -> str | None:
+    if request_id is None or not sender:
+        return None
+    rows = await session.exec(select(Recipient).where(Recipient.request_id == request_id))
+    for recipient in rows.all():
+        if addresses.normalise(recipient.address) == sender:
+            return str(recipient.id)
+    return None
+
+
+def _option_named(request: Request, text: str) -> str | None:
+    """A reply to a question that starts with an option's name or title picks that option."""
+    first = text.strip().splitlines()[0].strip().lower().rstrip(".!") if text.strip() else ""
+    for option in request.options or []:
+        names = {option["name"].lower(), (option.get("title") or "").lower()}
+        if first in names or any(n and first.startswith(n + " ") for n in names):
+            return str(option["name"])
+    return None
+
+
+def auth_passes(headers: list[str], trusted: list[str], sender: str) -> bool:
+    """RFC 8601: an Authentication-Results header added by one of our trusted servers that says dmarc=pass, or
+    dkim=pass for a signature of the sender's own domain (header.d or header.i)."""
+    domain = sender.rpartition("@")[2].lower()
+    for header in headers:
+        authserv = header.strip().split(";", 1)[0].strip().split()[0].lower() if header.strip() else ""
+        if authserv not in trusted:
+            continue
+        if re.search(r"(?i)\bdmarc\s*=\s*pass\b", header):
+            return True
+        for match in re.finditer(r"(?i)\bdkim\s*=\s*pass\b[^;]*?\bheader\.[di]\s*=\s*@?([\w.-]+)", header):
+            if match.group(1).lower() == domain:
+                return True
+    return False
+
+
+def sender_of(raw: bytes) -> str:
+    return parseaddr(_header(replies.parse_message(raw), "From"))[1]

@@ -1,0 +1,132 @@
+"""Short mails in the request's thread: a confirmation when a reply decided, and, once per sender and request,
+an explanation when a human's reply could not be used. Automatic mail never gets either."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime, formataddr
+from typing import Any
+
+from sqlmodel import col, select
+
+from gateway import addresses
+from gateway.approvals.service import event
+from gateway.mail import mime
+from gateway.mail.compose import FROM_NAME, new_message_id, subject_for
+from gateway.models import OutboxMessage, Recipient, Request, Response, new_id, utcnow
+from gateway.services import Services
+
+REASON_TEXT = {
+    "sender_mismatch": "it was not sent from the address this request was sent to, so it cannot count as "
+    "that person's answer. Please answer from the address the request reached, or use the links in it.",
+    "request_not_pending": "this request has already been closed",
+    "already_responded": "an answer from you was already recorded for this request; each person answers once",
+    "empty_reply": "we could not find any new text in it (only the quoted request). Reply with 'approve', or with "
+    "your feedback in your own words",
+    "not_an_approver": "you were copied on this request for information; only its approvers can decide it",
+}
+
+
+def _thread(
+    svc: Services, request: Request, to: str, their_message_id: str, original: str | None
+) -> list[tuple[str, str]]:
+    sender = svc.settings.from_address or "gateway@localhost"
+    refs = " ".join(x for x in (original, their_message_id) if x)
+    headers = [
+        ("Subject", f"Re: {subject_for(request)}"),
+        ("From", formataddr((FROM_NAME, sender))),
+        ("To", to),
+        ("Date", format_datetime(utcnow())),
+        ("Message-ID", new_message_id(request.ref, sender)),
+        ("In-Reply-To", their_message_id),
+    ]
+    if refs:
+        headers.append(("References", refs))
+    headers += [("Auto-Submitted", "auto-replied"), ("X-Auto-Response-Suppress", "All")]
+    return headers
+
+
+async def _original_message_id(svc: Services, request_id: str, recipient_id: str | None) -> str | None:
+    async with svc.db.read() as session:
+        query = select(OutboxMessage.message_id).where(
+            OutboxMessage.request_id == request_id,
+            col(OutboxMessage.kind).endswith("_request"),
+        )
+        if recipient_id:
+            query = query.where(OutboxMessage.recipient_id == recipient_id)
+        return (await session.exec(query)).first()
+
+
+async def _queue(
+    svc: Services,
+    request: Request,
+    to: str,
+    kind: str,
+    template: str,
+    ctx: dict[str, Any],
+    their_message_id: str,
+    recipient_id: str | None,
+    once: bool,
+) -> bool:
+    original = await _original_message_id(svc, request.id, recipient_id)
+    headers = _thread(svc, request, to, their_message_id, original)
+    full = {"request": request, "subject": headers[0][1], **ctx}
+    text = svc.templates.get_template(f"email/{template}.txt").render(full)
+    html = svc.templates.get_template(f"email/{template}.html").render(full)
+    message_id = headers[4][1]
+    row = OutboxMessage(
+        id=new_id("msg"),
+        request_id=request.id,
+        recipient_id=recipient_id,
+        kind=kind,
+        mail_from=svc.settings.from_address or "gateway@localhost",
+        rcpt_to=[to],
+        message_id=message_id,
+        raw=mime.alternative(headers, text, html),
+    )
+    async with svc.db.write() as session:
+        if once and await _already_sent_to(session, request.id, kind, to):
+            return False
+        session.add(row)
+        session.add(event(request.id, "notice_queued", None, kind=kind, to=to, message_id=message_id))
+    svc.wake_outbox()
+    return True
+
+
+async def _already_sent_to(session: Any, request_id: str, kind: str, to: str) -> bool:
+    rows = await session.exec(
+        select(OutboxMessage.rcpt_to).where(OutboxMessage.request_id == request_id, OutboxMessage.kind == kind)
+    )
+    return any(addresses.normalise(r[0]) == addresses.normalise(to) for r in rows.all() if r)
+
+
+async def confirm_reply(
+    svc: Services, request: Request, recipient: Recipient, their_message_id: str, response: Response
+) -> None:
+    await _queue(
+        svc,
+        request,
+        recipient.address,
+        "reply_confirmation",
+        "reply_confirmation",
+        {"response": response, "decided": request.status != "pending"},
+        their_message_id,
+        recipient.id,
+        once=False,
+    )
+
+
+async def explain_refusal(
+    svc: Services, request: Request, to: str, their_message_id: str, reason: str, detail: str
+) -> bool:
+    """At most one explanation per sender and request, whatever they send."""
+    return await _queue(
+        svc,
+        request,
+        to,
+        "reply_refused",
+        "reply_refused",
+        {"reason": reason, "why": REASON_TEXT.get(reason, detail)},
+        their_message_id,
+        None,
+        once=True,
+    )
