@@ -411,11 +411,11 @@ async def _recipient_by_sender(session: Any, request_id: str | None, sender: str
 
 def _option_named(request: Request, text: str) -> str | None:
     """A reply to a question that starts with an option's name or title picks that option."""
-    first = text.strip().splitlines()[0].strip().lower().rstrip(".!") if text.strip() else ""
+    first = text.strip().splitlines()[0].strip().lower() if text.strip() else ""
     for option in request.options or []:
-        names = {option["name"].lower(), (option.get("title") or "").lower()}
-        if first in names or any(n and first.startswith(n + " ") for n in names):
-            return str(option["name"])
+        for name in (option["name"], option.get("title") or ""):
+            if name and re.match(rf"{re.escape(name.lower())}(?!\w)", first):
+                return str(option["name"])
     return None
 
 

@@ -1,0 +1,189 @@
+"""The inbound pipeline with replies written like Gmail, Outlook and Apple Mail write them."""
+
+from __future__ import annotations
+
+import asyncio
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from gateway.inbound import pipeline
+from gateway.inbound.pipeline import auth_passes
+from tests import mailclients
+from tests.conftest import Live
+
+
+async def request_mail(live: Live, **overrides: Any) -> tuple[dict[str, Any], EmailMessage]:
+    approval = await live.approval(**overrides)
+    mails = await live.sink.wait_for(len(live.sink.received) + 1)  # type: ignore[union-attr]
+    return approval, mails[-1]
+
+
+async def get(live: Live, approval: dict[str, Any], kind: str = "approvals") -> dict[str, Any]:
+    return (await live.client.get(f"/v1/{kind}/{approval['id']}")).json()  # type: ignore[no-any-return]
+
+
+async def events(live: Live, approval: dict[str, Any]) -> list[dict[str, Any]]:
+    return (await live.client.get(f"/v1/approvals/{approval['id']}/events")).json()  # type: ignore[no-any-return]
+
+
+async def mails_to(live: Live, address: str, count: int, timeout: float = 10) -> list[EmailMessage]:
+    for _ in range(int(timeout / 0.05)):
+        found = [m for m in live.sink.messages if str(m["To"]) == address]  # type: ignore[union-attr]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {count} mails to {address}")
+
+
+async def test_gmail_approve_decides_wakes_the_waiter_and_confirms_in_thread(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    waiter = asyncio.create_task(live.client.get(f"/v1/approvals/{approval['id']}", params={"wait": 30}))
+    raw = mailclients.gmail(mail, "Approved, thanks!")
+    outcome = await pipeline.process(live.services, raw, source="test")
+    assert (outcome.outcome, outcome.reason, outcome.request_id) == ("decided", None, approval["id"])
+    body = (await asyncio.wait_for(waiter, 5)).json()
+    assert body["status"] == "approved"
+    assert body["decided_via"] == "reply" and body["decided_by"] == "alice@example.com"
+    assert body["comment"] == "thanks!"
+    confirmation = (await mails_to(live, "alice@example.com", 2))[-1]
+    assert confirmation["In-Reply-To"] == mailclients.message_id_of(raw)
+    assert str(mail["Message-ID"]) in str(confirmation["References"])
+    assert confirmation["Auto-Submitted"] == "auto-replied"
+    assert "approval was recorded" in confirmation.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+async def test_outlook_reject_with_feedback(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    feedback = "No – change the subject line first.\nAnd drop the attachment."
+    outcome = await pipeline.process(live.services, mailclients.outlook(mail, feedback))
+    assert outcome.outcome == "decided"
+    body = await get(live, approval)
+    assert body["status"] == "rejected"
+    assert body["comment"] == feedback
+    assert body["decided_via"] == "reply"
+
+
+async def test_apple_mail_answers_a_question_in_latin1(live: Live) -> None:
+    q = await live.client.post(
+        "/v1/questions",
+        json={
+            "message": "Which café?",
+            "channel": {"email": {"to": ["alice@example.com"]}},
+            "response_options": [{"name": "north", "title": "Café Nord"}, {"name": "south"}],
+        },
+    )
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    outcome = await pipeline.process(live.services, mailclients.apple_mail(mail, "Café Nord, bien sûr."))
+    assert outcome.outcome == "decided"
+    body = (await live.client.get(f"/v1/questions/{q.json()['id']}")).json()
+    assert body["status"] == "answered"
+    assert body["response"] == "Café Nord, bien sûr."
+    assert body["response_option"] == "north"
+    assert body["responded_via"] == "reply"
+
+
+async def test_forged_sender_decides_nothing_and_is_told_once(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    for n in range(3):
+        forged = mailclients.gmail(mail, f"Approved {n}", sender="mallory@evil.example")
+        outcome = await pipeline.process(live.services, forged)
+        assert (outcome.outcome, outcome.reason) == ("ignored", "sender_mismatch")
+    assert (await get(live, approval))["status"] == "pending"
+    ignored = [e for e in await events(live, approval) if e["type"] == "reply_ignored"]
+    assert [e["data"]["reason"] for e in ignored] == ["sender_mismatch"] * 3
+    notes = await mails_to(live, "mallory@evil.example", 1)
+    await asyncio.sleep(0.5)
+    assert len([m for m in live.sink.messages if str(m["To"]) == "mallory@evil.example"]) == 1  # type: ignore[union-attr]
+    assert "not recorded" in notes[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("make", [mailclients.out_of_office, mailclients.bounce])
+async def test_automatic_mail_decides_nothing_and_gets_no_answer(live: Live, make: Any) -> None:
+    approval, mail = await request_mail(live)
+    outcome = await pipeline.process(live.services, make(mail))
+    assert (outcome.outcome, outcome.reason) == ("ignored", "automated")
+    assert (await get(live, approval))["status"] == "pending"
+    await asyncio.sleep(0.5)
+    assert len(live.sink.received) == 1  # type: ignore[union-attr]  # only the request itself
+
+
+async def test_reply_to_a_decided_request(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    await live.client.post(f"/v1/approvals/{approval['id']}/cancel")
+    outcome = await pipeline.process(live.services, mailclients.gmail(mail, "approve"))
+    assert (outcome.outcome, outcome.reason) == ("ignored", "request_not_pending")
+    assert (await get(live, approval))["status"] == "cancelled"
+    await mails_to(live, "alice@example.com", 2)
+    again = await pipeline.process(live.services, mailclients.gmail(mail, "approve!!"))
+    assert again.reason == "request_not_pending"
+    await asyncio.sleep(0.5)
+    assert len([m for m in live.sink.messages if str(m["To"]) == "alice@example.com"]) == 2  # type: ignore[union-attr]
+
+
+async def test_the_same_message_twice_decides_once(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    raw = mailclients.gmail(mail, "approve")
+    first, second = await asyncio.gather(pipeline.process(live.services, raw), pipeline.process(live.services, raw))
+    assert sorted([first.outcome, second.outcome]) == ["decided", "duplicate"]
+    third = await pipeline.process(live.services, raw)
+    assert third.outcome == "duplicate"
+    body = await get(live, approval)
+    assert body["status"] == "approved" and len(body["responses"]) == 1
+
+
+async def test_matched_by_thread_when_the_tag_is_lost(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    outcome = await pipeline.process(live.services, mailclients.gmail(mail, "yes", to="replies@example.test"))
+    assert outcome.outcome == "decided" and outcome.request_id == approval["id"]
+
+
+async def test_matched_by_subject_reference_alone(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    raw = mailclients.gmail(mail, "lgtm", to="replies@example.test")
+    raw = raw.replace(b"In-Reply-To:", b"X-Old-In-Reply-To:").replace(b"References:", b"X-Old-References:")
+    outcome = await pipeline.process(live.services, raw)
+    assert outcome.outcome == "decided" and outcome.request_id == approval["id"]
+
+
+async def test_unmatched_own_and_empty(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    stray = (
+        mailclients.gmail(mail, "approve", to="replies@example.test")
+        .replace(str(mail["Message-ID"]).encode(), b"<unknown@x>")
+        .replace(f"[#{approval['ref']}]".encode(), b"")
+    )
+    assert (await pipeline.process(live.services, stray)).reason == "no_matching_request"
+    own = mailclients.gmail(mail, "approve", sender="gateway@example.test")
+    assert (await pipeline.process(live.services, own)).reason == "own_message"
+    empty = mailclients.gmail(mail, "")
+    assert (await pipeline.process(live.services, empty)).reason == "empty_reply"
+    assert (await pipeline.process(live.services, b"\xff\xfe garbage")).reason == "no_matching_request"
+    assert (await get(live, approval))["status"] == "pending"
+
+
+async def test_required_dkim_dmarc(live: Live) -> None:
+    live.services.settings.inbound_require_auth = True
+    live.services.settings.trusted_authserv_ids = "mx.example.test"
+    approval, mail = await request_mail(live)
+    unsigned = mailclients.gmail(mail, "approve")
+    assert (await pipeline.process(live.services, unsigned)).reason == "sender_not_authenticated"
+    spoofed = b"Authentication-Results: evil.example; dmarc=pass\r\n" + mailclients.gmail(mail, "approve")
+    assert (await pipeline.process(live.services, spoofed)).reason == "sender_not_authenticated"
+    signed = (
+        b"Authentication-Results: mx.example.test; dkim=pass header.d=example.com; spf=pass\r\n"
+        + mailclients.gmail(mail, "approve")
+    )
+    assert (await pipeline.process(live.services, signed)).outcome == "decided"
+    assert (await get(live, approval))["status"] == "approved"
+
+
+def test_auth_results_parsing() -> None:
+    trusted = ["mx.example.test"]
+    assert auth_passes(["mx.example.test; dmarc=pass (p=none) header.from=example.com"], trusted, "a@example.com")
+    assert auth_passes(["mx.example.test; dkim=pass header.i=@example.com"], trusted, "a@example.com")
+    assert not auth_passes(["mx.example.test; dkim=pass header.d=other.com"], trusted, "a@example.com")
+    assert not auth_passes(["mx.example.test; dmarc=fail"], trusted, "a@example.com")
+    assert not auth_passes(["other.example; dmarc=pass"], trusted, "a@example.com")
+    assert not auth_passes([], trusted, "a@example.com")
