@@ -18,6 +18,7 @@ from sqlalchemy import text
 from gateway import migrate
 from gateway.db import Database
 from gateway.dev.mailbox import DevMailbox
+from gateway.inbound.poller import ImapPoller
 from gateway.links.tokens import Signer
 from gateway.mail.outbox import OutboxSender
 from gateway.mail.smtp import SmtpTransport
@@ -62,6 +63,7 @@ class Runtime:
     dev_mailbox: DevMailbox | None = None
     on_ready: Callable[[Services], Awaitable[None]] | None = None
     services: Services | None = None
+    poller: ImapPoller | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> Services:
@@ -88,6 +90,9 @@ class Runtime:
         if self.workers:
             sender = OutboxSender(svc, SmtpTransport(settings))
             self._tasks.append(asyncio.create_task(sender.run(), name="outbox-sender"))
+            if settings.imap_host:
+                self.poller = ImapPoller(svc)
+                self._tasks.append(asyncio.create_task(self.poller.run(), name="imap-poller"))
         if self.on_ready is not None:
             await self.on_ready(svc)
         return svc

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     imap_mailbox: str = "INBOX"
 
     imap_processed_mailbox: str = "Processed"
+    imap_ca_file: Path | None = None
     imap_poll_interval: float = 30.0
     imap_idle_renew: float = 600.0
     inbound_require_auth: bool = False

@@ -200,6 +200,7 @@ class Live:
     services: Services
     sink: SmtpSink | None
     client: httpx.AsyncClient
+    runtime: Runtime | None = None
 
     async def new_key(self, name: str = "other-agent") -> str:
         _, plaintext = await create_key(self.services.db, name)
@@ -266,3 +267,48 @@ async def live(database_url: str, smtp_sink: SmtpSink) -> AsyncIterator[Live]:
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
             yield Live(base_url=base, key=key, services=svc, sink=smtp_sink, client=client)
+
+
+# --- Dovecot ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dovecot(request: pytest.FixtureRequest) -> Iterator[Any]:
+    from tests import dovecot as dc
+
+    if not dc.available():
+        if IN_CI:
+            pytest.fail("Dovecot is not installed (apt-get install dovecot-imapd)")
+        pytest.skip("Dovecot is not installed")
+    server = dc.Dovecot(idle=getattr(request, "param", True))
+    server.setup()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+def imap_settings(server: Any, **extra: Any) -> dict[str, Any]:
+    from tests import dovecot as dc
+
+    values = {
+        "imap_host": "127.0.0.1",
+        "imap_port": server.imap_port,
+        "imap_username": dc.USER,
+        "imap_password": dc.PASSWORD,
+        "imap_security": "starttls",
+        "imap_ca_file": server.cert,
+    }
+    values.update(extra)
+    return values
+
+
+@pytest.fixture
+async def live_imap(database_url: str, smtp_sink: SmtpSink, dovecot: Any) -> AsyncIterator[Live]:
+    port = free_port()
+    settings = make_settings(database_url, port, smtp_sink.port, **imap_settings(dovecot))
+    runtime = Runtime(settings)
+    async with run_gateway(settings, port, runtime) as svc:
+        _, key = await create_key(svc.db, "test-agent")
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            yield Live(base_url=base, key=key, services=svc, sink=smtp_sink, client=client, runtime=runtime)

@@ -1,0 +1,298 @@
+"""The IMAP poller: reads new mail from the reply mailbox and feeds it to the inbound pipeline.
+
+UID-based: it remembers the last UID it finished (per mailbox and UIDVALIDITY) and starts over safely when
+UIDVALIDITY changes (the Message-ID record makes a second read harmless). It waits with IDLE, renewed well
+inside the 29-minute limit, or polls where the server has no IDLE. Mail is fetched in small UID batches and
+every command runs under a timeout (aioimaplib can hang on a large FETCH: iroco-co/aioimaplib#118). A message
+is moved to the processed folder only after its outcome is committed. Any network or server error ends the
+session; the poller reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import re
+import ssl
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aioimaplib
+
+from gateway.inbound import pipeline
+from gateway.models import KeyValue
+from gateway.services import Services
+
+log = logging.getLogger("gateway.inbound.imap")
+
+T = TypeVar("T")
+FETCH_CHUNK = 50
+COMMAND_TIMEOUT = 60.0
+UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+FETCH_UID_RE = re.compile(rb"\bUID (\d+)")
+
+
+class ImapError(Exception):
+    """The server refused a command, or answered in a way we cannot use; the session is started over."""
+
+    def __init__(self, command: str, result: str, lines: list[Any]) -> None:
+        self.command = command
+        self.result = result
+        self.lines = lines
+        text = b" ".join(x for x in lines if isinstance(x, bytes))[:200].decode("utf-8", "replace")
+        super().__init__(f"IMAP {command} answered {result}: {text}")
+
+
+@dataclass
+class MailboxState:
+    uidvalidity: int
+    last_uid: int
+
+
+@dataclass
+class PollerStatus:
+    connected: bool = False
+    processed: int = 0
+    last_error: str | None = None
+
+
+class ConnectionLostError(Exception):
+    """The server closed the connection (aioimaplib does not fail pending commands when that happens)."""
+
+
+async def timed(awaitable: Awaitable[T], lost: asyncio.Event, seconds: float = COMMAND_TIMEOUT) -> T:
+    """Await an IMAP command until it answers, the connection drops, or time runs out.
+
+    An abandoned command is cancelled but never awaited: aioimaplib's may never finish, and
+    ``asyncio.wait_for`` would wait for it for ever.
+    """
+    task = asyncio.ensure_future(awaitable)
+    watcher = asyncio.ensure_future(lost.wait())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # no "never retrieved" warnings
+    if lost.is_set():
+        raise ConnectionLostError("the IMAP server closed the connection")
+    raise TimeoutError(f"no answer from the IMAP server in {seconds:.0f} s")
+
+
+def ok(response: Any, command: str) -> Any:
+    if response.result != "OK":
+        raise ImapError(command, response.result, list(response.lines))
+    return response
+
+
+def parse_fetch(lines: list[Any]) -> list[tuple[int, bytes]]:
+    """(uid, message) pairs from a UID FETCH (UID BODY.PEEK[]) answer, whatever order the items come in."""
+    found: list[tuple[int, bytes]] = []
+    uid: int | None = None
+    body: bytes | None = None
+    for line in lines:
+        if isinstance(line, bytearray | memoryview):
+            body = bytes(line)
+            continue
+        if not isinstance(line, bytes):
+            continue
+        if b" FETCH " in line or (line.startswith(b"* ") and b"FETCH" in line):
+            if uid is not None and body is not None:
+                found.append((uid, body))
+            uid, body = None, None
+        match = FETCH_UID_RE.search(line)
+        if match:
+            uid = int(match.group(1))
+    if uid is not None and body is not None:
+        found.append((uid, body))
+    return found
+
+
+class ImapPoller:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.settings = svc.settings
+        self.status = PollerStatus()
+        self._lost = asyncio.Event()
+        self.mailbox = self.settings.imap_mailbox
+        self.state_key = (
+            f"imap:{self.settings.imap_username}@{self.settings.imap_host}:{self.settings.imap_port_effective}"
+            f"/{self.mailbox}"
+        )
+
+    # --- state ------------------------------------------------------------------------------------------
+
+    async def load_state(self) -> MailboxState | None:
+        async with self.svc.db.read() as session:
+            row = await session.get(KeyValue, self.state_key)
+        if row is None:
+            return None
+        data = json.loads(row.value)
+        return MailboxState(int(data["uidvalidity"]), int(data["last_uid"]))
+
+    async def save_state(self, state: MailboxState) -> None:
+        value = json.dumps({"uidvalidity": state.uidvalidity, "last_uid": state.last_uid})
+        async with self.svc.db.write() as session:
+            row = await session.get(KeyValue, self.state_key)
+            if row is None:
+                session.add(KeyValue(key=self.state_key, value=value))
+            else:
+                row.value = value
+                session.add(row)
+
+    # --- connection -------------------------------------------------------------------------------------
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ca = self.settings.imap_ca_file
+        return ssl.create_default_context(cafile=str(ca) if ca else None)
+
+    async def connect(self) -> aioimaplib.IMAP4:
+        s = self.settings
+        self._lost = asyncio.Event()
+        host, port = s.imap_host or "127.0.0.1", s.imap_port_effective
+        client: aioimaplib.IMAP4
+        if s.imap_security == "tls":
+            client = aioimaplib.IMAP4_SSL(host, port, timeout=COMMAND_TIMEOUT, ssl_context=self.ssl_context())
+        else:
+            client = aioimaplib.IMAP4(host, port, timeout=COMMAND_TIMEOUT)
+        client.protocol.conn_lost_cb = lambda _exc: self._lost.set()
+        await timed(client.wait_hello_from_server(), self._lost)
+        if s.imap_security == "starttls":
+            await self.starttls(client, host)
+        ok(await timed(client.login(s.imap_username or "", s.imap_password or ""), self._lost), "LOGIN")
+        return client
+
+    async def starttls(self, client: aioimaplib.IMAP4, host: str) -> None:
+        """aioimaplib has no STARTTLS of its own: send it, then upgrade the transport in place."""
+        protocol = client.protocol
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        ok(await timed(protocol.execute(command), self._lost), "STARTTLS")
+        loop = asyncio.get_running_loop()
+        protocol.transport = await timed(
+            loop.start_tls(protocol.transport, protocol, self.ssl_context(), server_hostname=host), self._lost
+        )
+        await timed(protocol.capability(), self._lost)
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # network, TLS, server or database: start over after a pause
+                self.status.connected = False
+                self.status.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("imap: %s; reconnecting in %.0f s", self.status.last_error, delay)
+            if self.status.processed or self.status.connected:
+                delay = 1.0  # the last session worked: retry soon
+            self.status.connected = False
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 60.0)
+
+    async def session(self) -> None:
+        client = await self.connect()
+        try:
+            selected = ok(await timed(client.select(self.mailbox), self._lost), "SELECT")
+            uidvalidity = self._uidvalidity(selected.lines)
+            state = await self.load_state()
+            if state is None or state.uidvalidity != uidvalidity:
+                if state is not None:
+                    log.warning("imap: UIDVALIDITY of %s changed; reading it from the start", self.mailbox)
+                state = MailboxState(uidvalidity, 0)
+                await self.save_state(state)
+            await self.ensure_processed_folder(client)
+            self.status.connected = True
+            self.status.last_error = None
+            while True:
+                await self.drain(client, state)
+                await self.wait_for_mail(client)
+        finally:
+            with contextlib.suppress(Exception):  # the connection may already be gone
+                await timed(client.logout(), self._lost, 2)
+
+    async def ensure_processed_folder(self, client: aioimaplib.IMAP4) -> None:
+        folder = self.settings.imap_processed_mailbox
+        if folder:
+            await timed(client.create(folder), self._lost)  # NO when it exists: fine
+
+    async def drain(self, client: aioimaplib.IMAP4, state: MailboxState) -> int:
+        """Process every message above the last finished UID; returns how many."""
+        found = ok(
+            await timed(client.uid_search("UID", f"{state.last_uid + 1}:*", charset=None), self._lost), "UID SEARCH"
+        )
+        uids = sorted(int(x) for line in found.lines if isinstance(line, bytes) for x in line.split() if x.isdigit())
+        uids = [u for u in uids if u > state.last_uid]  # "n:*" always includes the highest UID
+        done = 0
+        for start in range(0, len(uids), FETCH_CHUNK):
+            chunk = uids[start : start + FETCH_CHUNK]
+            fetched = ok(
+                await timed(client.uid("fetch", ",".join(map(str, chunk)), "(UID BODY.PEEK[])"), self._lost),
+                "UID FETCH",
+            )
+            messages = dict(parse_fetch(list(fetched.lines)))
+            for uid in chunk:
+                raw = messages.get(uid)
+                if raw is None:
+                    continue  # expunged meanwhile
+                outcome = await pipeline.process(self.svc, raw, source="imap")
+                log.info("imap: uid %s -> %s %s", uid, outcome.outcome, outcome.reason or "")
+                done += 1
+                self.status.processed += 1
+            await self.set_aside(client, [u for u in chunk if u in messages])
+            state.last_uid = chunk[-1]
+            await self.save_state(state)
+        return done
+
+    async def set_aside(self, client: aioimaplib.IMAP4, uids: list[int]) -> None:
+        """Move processed mail out of the inbox (its outcome is already committed), or flag it as seen."""
+        if not uids:
+            return
+        uid_set = ",".join(map(str, uids))
+        folder = self.settings.imap_processed_mailbox
+        if not folder:
+            ok(await timed(client.uid("store", uid_set, "+FLAGS", r"(\Seen)"), self._lost), "UID STORE")
+            return
+        if client.has_capability("MOVE"):
+            ok(await timed(client.uid("move", uid_set, folder), self._lost), "UID MOVE")
+            return
+        ok(await timed(client.uid("copy", uid_set, folder), self._lost), "UID COPY")
+        ok(await timed(client.uid("store", uid_set, "+FLAGS", r"(\Deleted)"), self._lost), "UID STORE")
+        ok(await timed(client.expunge(), self._lost), "EXPUNGE")
+
+    async def wait_for_mail(self, client: aioimaplib.IMAP4) -> None:
+        """Until the server says new mail exists (IDLE), or for one polling interval."""
+        if not client.has_capability("IDLE"):
+            await asyncio.sleep(self.settings.imap_poll_interval)
+            ok(await timed(client.noop(), self._lost), "NOOP")
+            return
+        renew = self.settings.imap_idle_renew
+        idle = await timed(client.idle_start(timeout=renew), self._lost)
+        try:
+            while True:
+                pushed = await timed(client.wait_server_push(timeout=renew + 30), self._lost, renew + 60)
+                if pushed == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    return  # time to renew the IDLE
+                if any(isinstance(x, bytes) and (b"EXISTS" in x or b"RECENT" in x) for x in pushed):
+                    return
+        finally:
+            if not self._lost.is_set():
+                client.idle_done()
+                await timed(idle, self._lost, 30)
+
+    @staticmethod
+    def _uidvalidity(lines: list[Any]) -> int:
+        for line in lines:
+            if isinstance(line, bytes):
+                match = UIDVALIDITY_RE.search(line)
+                if match:
+                    return int(match.group(1))
+        raise ImapError("SELECT", "OK", lines)

@@ -1,0 +1,250 @@
+"""The IMAP poller against a real Dovecot: replies appended to the mailbox become decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from gateway.inbound.poller import ImapPoller, parse_fetch
+from tests import mailclients
+from tests.conftest import Live, imap_settings, make_settings
+
+
+async def request_mail(live: Live, to: str = "alice@example.com", **overrides: Any) -> tuple[dict, EmailMessage]:
+    before = len(live.sink.received)  # type: ignore[union-attr]
+    approval = await live.approval(channel={"email": {"to": [to]}}, **overrides)
+    mails = await live.sink.wait_for(before + 1)  # type: ignore[union-attr]
+    return approval, next(m for m in mails if str(m["To"]) == to and approval["ref"] in str(m["Subject"]))
+
+
+async def until(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def append(dovecot: Any, raw: bytes, mailbox: str = "INBOX") -> None:
+    await asyncio.to_thread(dovecot.append, raw, mailbox)
+
+
+async def poller_connected(live: Live) -> None:
+    async def connected() -> bool:
+        return live.runtime.poller.status.connected  # type: ignore[union-attr]
+
+    await until(connected)
+
+
+async def test_replies_from_the_mailbox_decide_and_wake_waiters(live_imap: Live, dovecot: Any) -> None:
+    live = live_imap
+    await poller_connected(live)
+    approve, approve_mail = await request_mail(live, "alice@example.com")
+    reject, reject_mail = await request_mail(live, "bob@example.com")
+    waiter = asyncio.create_task(live.client.get(f"/v1/approvals/{approve['id']}", params={"wait": 30}))
+    await asyncio.sleep(0.2)
+
+    await append(dovecot, mailclients.gmail(approve_mail, "Approved, go ahead."))
+    await append(dovecot, mailclients.outlook(reject_mail, "No. Use the Q4 numbers instead."))
+
+    woken = (await asyncio.wait_for(waiter, 15)).json()
+    assert woken["status"] == "approved" and woken["decided_via"] == "reply"
+
+    async def rejected() -> bool:
+        return (await live.client.get(f"/v1/approvals/{reject['id']}")).json()["status"] == "rejected"
+
+    await until(rejected)
+    body = (await live.client.get(f"/v1/approvals/{reject['id']}")).json()
+    assert body["comment"] == "No. Use the Q4 numbers instead."
+
+    async def moved() -> bool:
+        return await asyncio.to_thread(dovecot.count, "Processed") == 2
+
+    await until(moved)
+    assert await asyncio.to_thread(dovecot.count, "INBOX") == 0
+
+
+async def test_question_answered_from_apple_mail(live_imap: Live, dovecot: Any) -> None:
+    live = live_imap
+    await poller_connected(live)
+    q = await live.client.post(
+        "/v1/questions", json={"message": "Budget?", "channel": {"email": {"to": ["carol@example.com"]}}}
+    )
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    waiter = asyncio.create_task(live.client.get(f"/v1/questions/{q.json()['id']}", params={"wait": 30}))
+    await append(dovecot, mailclients.apple_mail(mail, "Bis 500 Euro, ça suffit."))
+    body = (await asyncio.wait_for(waiter, 15)).json()
+    assert body["status"] == "answered"
+    assert body["response"] == "Bis 500 Euro, ça suffit."
+
+
+async def test_nothing_automatic_forged_late_or_repeated_decides(live_imap: Live, dovecot: Any) -> None:
+    live = live_imap
+    await poller_connected(live)
+    approval, mail = await request_mail(live)
+    genuine = mailclients.gmail(mail, "approve")
+    for raw in (
+        mailclients.out_of_office(mail),
+        mailclients.bounce(mail),
+        mailclients.gmail(mail, "approve", sender="mallory@evil.example"),
+    ):
+        await append(dovecot, raw)
+
+    async def three_ignored() -> bool:
+        events = (await live.client.get(f"/v1/approvals/{approval['id']}/events")).json()
+        return len([e for e in events if e["type"] == "reply_ignored"]) >= 3
+
+    await until(three_ignored)
+    assert (await live.client.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "pending"
+
+    await append(dovecot, genuine)
+    await append(dovecot, genuine)  # the same message delivered twice
+    await append(dovecot, mailclients.gmail(mail, "reject, changed my mind"))  # after the decision
+
+    async def all_processed() -> bool:
+        return await asyncio.to_thread(dovecot.count, "Processed") == 6
+
+    await until(all_processed)
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "approved" and len(body["responses"]) == 1
+    events = (await live.client.get(f"/v1/approvals/{approval['id']}/events")).json()
+    reasons = sorted(e["data"]["reason"] for e in events if e["type"] == "reply_ignored")
+    assert reasons == ["automated", "automated", "request_not_pending", "sender_mismatch"]
+    async with live.services.db.read() as session:
+        from sqlmodel import select
+
+        from gateway.models import InboundMessage
+
+        rows = (await session.exec(select(InboundMessage))).all()
+    assert len(rows) == 5  # the repeat was recognised by its Message-ID and recorded once
+
+
+async def test_dovecot_restart_loses_nothing_and_repeats_nothing(live_imap: Live, dovecot: Any) -> None:
+    live = live_imap
+    await poller_connected(live)
+    first, first_mail = await request_mail(live, "alice@example.com")
+    second, second_mail = await request_mail(live, "bob@example.com")
+    await append(dovecot, mailclients.gmail(first_mail, "approve"))
+
+    async def first_done() -> bool:
+        return (await live.client.get(f"/v1/approvals/{first['id']}")).json()["status"] == "approved"
+
+    await until(first_done)
+    await asyncio.to_thread(dovecot.stop)
+    dovecot.drop_into_maildir(mailclients.gmail(second_mail, "approved while the server was down"))
+
+    async def disconnected() -> bool:
+        return not live.runtime.poller.status.connected  # type: ignore[union-attr]
+
+    await until(disconnected)
+    await asyncio.to_thread(dovecot.start)
+
+    async def second_done() -> bool:
+        return (await live.client.get(f"/v1/approvals/{second['id']}")).json()["status"] == "approved"
+
+    await until(second_done, timeout=30)
+    for approval in (first, second):
+        body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+        assert len(body["responses"]) == 1
+    assert live.runtime.poller.status.processed == 2  # type: ignore[union-attr]
+
+
+async def test_uidvalidity_change_starts_over_safely(database_url: str, smtp_sink: Any, dovecot: Any) -> None:
+    from gateway.runtime import Runtime
+    from tests.conftest import free_port
+
+    settings = make_settings(
+        database_url, free_port(), smtp_sink.port, **imap_settings(dovecot, imap_mailbox="Replies")
+    )
+    runtime = Runtime(settings, workers=False)
+    svc = await runtime.start()
+    try:
+        conn = await asyncio.to_thread(dovecot.client)
+        await asyncio.to_thread(conn.create, "Replies")
+        poller = ImapPoller(svc)
+        client = await poller.connect()
+        await poller.ensure_processed_folder(client)
+        for n in range(3):
+            await append(dovecot, f"Subject: stray {n}\r\nMessage-ID: <s{n}@x>\r\n\r\nhello\r\n".encode(), "Replies")
+        selected = await client.select("Replies")
+        state = await poller.load_state()
+        assert state is None
+        from gateway.inbound.poller import MailboxState
+
+        state = MailboxState(poller._uidvalidity(selected.lines), 0)
+        assert await poller.drain(client, state) == 3
+        assert state.last_uid == 3
+        await client.logout()
+
+        await asyncio.to_thread(conn.delete, "Replies")
+        await asyncio.to_thread(conn.create, "Replies")
+        await asyncio.to_thread(conn.logout)
+        await append(dovecot, b"Subject: after\r\nMessage-ID: <after@x>\r\n\r\nhello\r\n", "Replies")
+        task = asyncio.create_task(poller.session())
+
+        async def seen_after() -> bool:
+            return poller.status.processed == 4
+
+        await until(seen_after)
+        task.cancel()
+        new_state = await poller.load_state()
+        assert new_state is not None and new_state.uidvalidity != state.uidvalidity and new_state.last_uid == 1
+    finally:
+        await runtime.stop()
+
+
+@pytest.mark.parametrize("security", ["none", "starttls", "tls"])
+async def test_connection_security_modes(database_url: str, smtp_sink: Any, dovecot: Any, security: str) -> None:
+    from gateway.runtime import Runtime
+    from tests.conftest import free_port
+
+    port = dovecot.imaps_port if security == "tls" else dovecot.imap_port
+    extra = imap_settings(dovecot, imap_security=security, imap_port=port)
+    runtime = Runtime(make_settings(database_url, free_port(), smtp_sink.port, **extra), workers=False)
+    svc = await runtime.start()
+    try:
+        client = await ImapPoller(svc).connect()
+        assert client.get_state() == "AUTH"
+        await client.logout()
+    finally:
+        await runtime.stop()
+
+
+@pytest.mark.parametrize("dovecot", [False], indirect=True)
+async def test_polls_where_idle_is_missing(database_url: str, smtp_sink: Any, dovecot: Any) -> None:
+    from gateway.runtime import Runtime
+    from tests.conftest import free_port, run_gateway
+
+    port = free_port()
+    settings = make_settings(database_url, port, smtp_sink.port, **imap_settings(dovecot, imap_poll_interval=0.3))
+    runtime = Runtime(settings)
+    async with run_gateway(settings, port, runtime):
+
+        async def connected() -> bool:
+            return runtime.poller is not None and runtime.poller.status.connected
+
+        await until(connected)
+        await append(dovecot, b"Subject: x\r\nMessage-ID: <poll@x>\r\n\r\nhello\r\n")
+
+        async def processed() -> bool:
+            return runtime.poller.status.processed == 1  # type: ignore[union-attr]
+
+        await until(processed, timeout=5)
+
+
+def test_parse_fetch_handles_either_item_order() -> None:
+    lines = [
+        b"1 FETCH (UID 7 BODY[] {5}",
+        bytearray(b"hello"),
+        b")",
+        b"2 FETCH (BODY[] {3}",
+        bytearray(b"abc"),
+        b" UID 9)",
+        b"Fetch completed.",
+    ]
+    assert parse_fetch(lines) == [(7, b"hello"), (9, b"abc")]
