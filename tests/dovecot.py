@@ -6,6 +6,7 @@ In CI (CI=true) a missing Dovecot fails the run; elsewhere the tests that need i
 
 from __future__ import annotations
 
+import imaplib
 import os
 import shutil
 import signal

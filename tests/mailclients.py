@@ -33,7 +33,8 @@ def _original_text(original: EmailMessage) -> str:
 def gmail(original: EmailMessage, text: str, *, sender: str | None = None, to: str | None = None) -> bytes:
     reply = _base(original, sender, to)
     quoted = "\n".join(f"> {line}" for line in _original_text(original).splitlines())
-    attribution = f"On Mon, Nov 16, 2026 at 9:41 AM Approval Gateway <{original['From'].addresses[0].addr_spec}> wrote:"
+    gateway = original["From"].addresses[0].addr_spec
+    attribution = f"On Mon, Nov 16, 2026 at 9:41 AM Approval Gateway <{gateway}> wrote:"
     reply.set_content(f"{text}\n\n{attribution}\n\n{quoted}\n", cte="quoted-printable")
     body_html = "<br>".join(html.escape(x) for x in text.splitlines())
     reply.add_alternative(
@@ -75,7 +76,8 @@ def apple_mail(original: EmailMessage, text: str, *, sender: str | None = None, 
     reply = _base(original, sender, to)
     reply["X-Mailer"] = "Apple Mail (2.3774.300.61)"
     quoted = "\n".join(f"> {line}" for line in _original_text(original).splitlines())
-    body = f"{text}\n\nSent from my iPhone\n\n> On 16 Nov 2026, at 09:41, Approval Gateway <gw@example.test> wrote:\n>\n{quoted}\n"
+    attribution = "> On 16 Nov 2026, at 09:41, Approval Gateway <gw@example.test> wrote:"
+    body = f"{text}\n\nSent from my iPhone\n\n{attribution}\n>\n{quoted}\n"
     reply.set_content(body, charset="iso-8859-1", cte="quoted-printable")
     return bytes(reply)
 
