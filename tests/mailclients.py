@@ -52,8 +52,9 @@ def outlook(original: EmailMessage, text: str, *, sender: str | None = None, to:
     reply = _base(original, sender, to)
     reply["Thread-Topic"] = str(original["Subject"])
     reply["X-MS-Has-Attach"] = ""
+    gateway = original["From"].addresses[0].addr_spec
     plain = (
-        f"{text}\n\n________________________________\nFrom: Approval Gateway <{original['From'].addresses[0].addr_spec}>\n"
+        f"{text}\n\n________________________________\nFrom: Approval Gateway <{gateway}>\n"
         f"Sent: Monday, November 16, 2026 9:41 AM\nTo: {original['To']}\nSubject: {original['Subject']}\n\n"
         f"{_original_text(original)}\n"
     )
