@@ -66,7 +66,7 @@ async def run(waiters: int, samples: int) -> list[tuple[str, str]]:
         started = time.perf_counter()
         approvals = await create(server, waiters)
         create_s = time.perf_counter() - started
-        while sink.count < waiters:  # noqa: ASYNC110 (the sink counts in another thread)
+        while sink.count < waiters:  # the sink counts in another thread
             await asyncio.sleep(0.1)
         base_rss, _ = rss_mib(server.proc.pid)
 

@@ -209,3 +209,71 @@ def test_killed_between_commit_and_send_loses_nothing(tmp_path: Path) -> None:
     finally:
         stop(worker)
         sink.stop()
+
+
+def _first_mail(base: str) -> dict:
+    for _ in range(100):
+        messages = httpx.get(f"{base}/dev/messages").json()
+        if messages:
+            return messages[0]  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError("no mail captured")
+
+
+def test_dev_inbound_and_reply_form(dev_gateway: tuple[str, subprocess.Popen[str]]) -> None:
+    import email
+    import email.policy
+
+    from tests import mailclients
+
+    base, _ = dev_gateway
+    auth = {"Authorization": f"Bearer {DEV_KEY}"}
+    first = httpx.post(
+        f"{base}/v1/approvals",
+        headers=auth,
+        json={"fn": "post_tweet", "kwargs": {"text": "hi"}, "channel": {"email": {"to": ["me@example.com"]}}},
+    ).json()
+    listed = _first_mail(base)
+    raw = httpx.get(f"{base}/dev/messages/{listed['id']}.eml").content
+    original = email.message_from_bytes(raw, policy=email.policy.default)
+    fed = httpx.post(f"{base}/dev/inbound", content=mailclients.outlook(original, "No, too casual."))  # type: ignore[arg-type]
+    assert fed.json() == {"outcome": "decided", "reason": None, "request_id": first["id"]}
+    assert httpx.get(f"{base}/v1/approvals/{first['id']}", headers=auth).json()["comment"] == "No, too casual."
+    bad = httpx.post(f"{base}/dev/inbound", content=b"")
+    assert bad.status_code == 422
+
+    second = httpx.post(
+        f"{base}/v1/approvals",
+        headers=auth,
+        json={"fn": "post_tweet", "kwargs": {"text": "hello"}, "channel": {"email": {"to": ["you@example.com"]}}},
+    ).json()
+    for _ in range(100):
+        mails = [m for m in httpx.get(f"{base}/dev/messages").json() if m["to"] == ["you@example.com"]]
+        if mails:
+            break
+        time.sleep(0.05)
+    form = httpx.post(f"{base}/dev/messages/{mails[0]['id']}/reply", data={"text": "lgtm"}, follow_redirects=True)
+    assert form.status_code == 200 and "Reply sent: decided" in form.text
+    body = httpx.get(f"{base}/v1/approvals/{second['id']}", headers=auth).json()
+    assert body["status"] == "approved" and body["decided_via"] == "reply"
+
+
+def test_parse_reply_command(tmp_path: Path) -> None:
+    eml = tmp_path / "reply.eml"
+    eml.write_bytes(
+        b"From: a@example.com\r\nSubject: Re: x\r\n\r\nYes, ship it.\r\n\r\nOn Mon, 2 Apr 2012, Bot <b@x.com> wrote:\r\n"
+        b"> Approve?\r\n"
+    )
+    result = subprocess.run([sys.executable, "-m", "gateway", "parse-reply", str(eml)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "automated: no" in result.stdout
+    assert "decision:  approve" in result.stdout
+    assert result.stdout.rstrip().endswith("Yes, ship it.")
+    ooo = tmp_path / "ooo.eml"
+    ooo.write_bytes(b"From: a@example.com\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nAway.\r\n")
+    result = subprocess.run([sys.executable, "-m", "gateway", "parse-reply", str(ooo)], capture_output=True, text=True)
+    assert "automated: auto_reply" in result.stdout and "never decides" in result.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "gateway", "parse-reply", str(tmp_path / "nope.eml")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
