@@ -261,8 +261,8 @@ def test_dev_inbound_and_reply_form(dev_gateway: tuple[str, subprocess.Popen[str
 def test_parse_reply_command(tmp_path: Path) -> None:
     eml = tmp_path / "reply.eml"
     eml.write_bytes(
-        b"From: a@example.com\r\nSubject: Re: x\r\n\r\nYes, ship it.\r\n\r\nOn Mon, 2 Apr 2012, Bot <b@x.com> wrote:\r\n"
-        b"> Approve?\r\n"
+        b"From: a@example.com\r\nSubject: Re: x\r\n\r\nYes, ship it.\r\n\r\n"
+        b"On Mon, 2 Apr 2012, Bot <b@x.com> wrote:\r\n> Approve?\r\n"
     )
     result = subprocess.run([sys.executable, "-m", "gateway", "parse-reply", str(eml)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
