@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -242,12 +243,12 @@ async def respond(
     comment: str | None = None,
     option: str | None = None,
     meta: dict[str, Any] | None = None,
-    also: list[Any] | None = None,
+    also: Callable[[Request, Response, bool], list[Any]] | None = None,
 ) -> Decision:
     """Record one recipient's answer and apply the policy. Exactly one answer can decide a request.
 
-    ``also``: rows to commit in the same transaction (the inbound pipeline's record of the mail), so an
-    answer and the proof it was read once stand or fall together.
+    ``also(request, response, decided)``: rows to commit in the same transaction (the inbound pipeline's record
+    of the mail, the confirmation to send), so an answer and what follows from it stand or fall together.
     """
     if decision not in ("approve", "reject", "answer"):
         raise InvalidInputError(f"unknown decision {decision!r}")
@@ -287,7 +288,6 @@ async def respond(
                 via=via,
             )
             session.add(response)
-            session.add_all(also or [])
             await session.flush()
             session.add(
                 event(
@@ -302,6 +302,8 @@ async def respond(
                 )
             )
             decided = await _apply_policy(session, request)
+            if also is not None:
+                session.add_all(also(request, response, decided))
     if expired:
         svc.notifier.notify(request.id)
         raise NotPendingError(request.id, "expired")

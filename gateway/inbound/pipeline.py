@@ -23,7 +23,7 @@ from gateway.approvals import service
 from gateway.errors import AlreadyRespondedError, NotAnApproverError, NotPendingError
 from gateway.links.tokens import TokenError
 from gateway.mail import notices
-from gateway.models import InboundMessage, OutboxMessage, Recipient, Request, new_id
+from gateway.models import InboundMessage, OutboxMessage, Recipient, Request, Response, new_id
 from gateway.services import Services
 
 log = logging.getLogger("gateway.inbound")
@@ -202,6 +202,12 @@ async def match(svc: Services, mail: Inbound) -> None:
         mail.recipient = recipient
         mail.request = await session.get(Request, recipient.request_id)
         mail.extra.setdefault("matched_by", "tag")
+        original = await session.exec(
+            select(OutboxMessage.message_id).where(
+                OutboxMessage.recipient_id == recipient.id, col(OutboxMessage.kind).endswith("_request")
+            )
+        )
+        mail.extra["original_message_id"] = original.first()
 
 
 def screen_automated(mail: Inbound) -> None:
@@ -232,9 +238,17 @@ def read(mail: Inbound) -> None:
 
 
 async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.Decision:
+    """Record the answer; the inbound record and the confirmation commit in the same transaction."""
     assert mail.request is not None and mail.recipient is not None and mail.text is not None
     request = mail.request
+    recipient = mail.recipient
     meta = {"message_id": mail.message_id, "source": mail.source}
+
+    def also(current: Request, response: Response, decided: bool) -> list[Any]:
+        record.outcome = "decided" if decided else "recorded"
+        original = mail.extra.get("original_message_id")
+        return [record, *notices.confirmation(svc, current, recipient, response, mail.message_id, original)]
+
     try:
         if request.kind == "approval":
             decision, comment = replies.parse_decision(mail.text)
@@ -245,7 +259,7 @@ async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.D
                 via="reply",
                 comment=comment or None,
                 meta=meta,
-                also=[record],
+                also=also,
             )
         option = _option_named(request, mail.text)
         return await service.respond(
@@ -256,7 +270,7 @@ async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.D
             comment=mail.text,
             option=option,
             meta=meta,
-            also=[record],
+            also=also,
         )
     except NotPendingError as exc:
         raise RequestClosedError(exc.request_id, exc.request_status) from exc
@@ -285,8 +299,7 @@ async def process(svc: Services, raw: bytes, source: str = "imap") -> Outcome:
         outcome="ignored",
     )
     try:
-        if await _seen(svc, mail.message_id):
-            raise DuplicateMessageError(mail.message_id)
+        # No "seen before?" read: the unique Message-ID refuses a repeat when its record is written.
         screen_own(svc, mail)
         await match(svc, mail)
         record.request_id = mail.request.id if mail.request else None
@@ -296,8 +309,6 @@ async def process(svc: Services, raw: bytes, source: str = "imap") -> Outcome:
         read(mail)
         record.outcome = "recorded"
         decision = await act(svc, mail, record)
-    except DuplicateMessageError as exc:
-        return Outcome("duplicate", exc.reason, None, exc.detail)
     except InboundError as exc:
         return await _refused(svc, mail, record, exc)
     except IntegrityError:
@@ -305,11 +316,9 @@ async def process(svc: Services, raw: bytes, source: str = "imap") -> Outcome:
     except Exception as exc:
         log.exception("inbound: unexpected error on %s", mail.message_id)
         return await _refused(svc, mail, record, InboundError(f"internal error: {type(exc).__name__}"))
-    assert mail.request is not None and mail.recipient is not None
-    outcome = "decided" if decision.decided else "recorded"
-    await _finish(svc, record, outcome)
-    await notices.confirm_reply(svc, decision.request, mail.recipient, mail.message_id, decision.response)
-    return Outcome(outcome, None, mail.request.id)
+    assert mail.request is not None
+    svc.wake_outbox()  # the confirmation was queued with the decision
+    return Outcome("decided" if decision.decided else "recorded", None, mail.request.id)
 
 
 async def _refused(svc: Services, mail: Inbound, record: InboundMessage, exc: InboundError) -> Outcome:
@@ -336,20 +345,6 @@ async def _refused(svc: Services, mail: Inbound, record: InboundMessage, exc: In
         await notices.explain_refusal(svc, mail.request, mail.sender, mail.message_id, exc.reason, exc.detail)
     log.info("inbound %s from %s ignored: %s (%s)", mail.message_id, mail.sender, exc.reason, exc.detail)
     return Outcome("ignored", exc.reason, request_id, exc.detail)
-
-
-async def _finish(svc: Services, record: InboundMessage, outcome: str) -> None:
-    async with svc.db.write() as session:
-        row = await session.get(InboundMessage, record.id)
-        if row is not None:
-            row.outcome = outcome
-            session.add(row)
-
-
-async def _seen(svc: Services, message_id: str) -> bool:
-    async with svc.db.read() as session:
-        found = await session.exec(select(InboundMessage.id).where(InboundMessage.message_id == message_id))
-        return found.first() is not None
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -436,4 +431,6 @@ def auth_passes(headers: list[str], trusted: list[str], sender: str) -> bool:
 
 
 def sender_of(raw: bytes) -> str:
-    return parseaddr(_header(replies.parse_message(raw), "From"))[1]
+    """The From address, read from the headers alone (cheap: the body is not parsed)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    return parseaddr(_header(replies.parse_message(head), "From"))[1]

@@ -239,18 +239,27 @@ class ImapPoller:
                 "UID FETCH",
             )
             messages = dict(parse_fetch(list(fetched.lines)))
-            for uid in chunk:
-                raw = messages.get(uid)
-                if raw is None:
-                    continue  # expunged meanwhile
-                outcome = await pipeline.process(self.svc, raw, source="imap")
-                log.info("imap: uid %s -> %s %s", uid, outcome.outcome, outcome.reason or "")
-                done += 1
-                self.status.processed += 1
+            done += await self.process_batch([(uid, messages[uid]) for uid in chunk if uid in messages])
             await self.set_aside(client, [u for u in chunk if u in messages])
             state.last_uid = chunk[-1]
             await self.save_state(state)
         return done
+
+    async def process_batch(self, batch: list[tuple[int, bytes]]) -> int:
+        """Run a fetched batch through the pipeline concurrently (its reads and SMTP waits overlap), one sender's
+        messages in mailbox order, so "approve" then "no, wait" from one person keeps its order."""
+        by_sender: dict[str, list[tuple[int, bytes]]] = {}
+        for uid, raw in batch:
+            by_sender.setdefault(pipeline.sender_of(raw).lower(), []).append((uid, raw))
+
+        async def in_order(items: list[tuple[int, bytes]]) -> None:
+            for uid, raw in items:
+                outcome = await pipeline.process(self.svc, raw, source="imap")
+                log.info("imap: uid %s -> %s %s", uid, outcome.outcome, outcome.reason or "")
+                self.status.processed += 1
+
+        await asyncio.gather(*(in_order(items) for items in by_sender.values()))
+        return len(batch)
 
     async def set_aside(self, client: aioimaplib.IMAP4, uids: list[int]) -> None:
         """Move processed mail out of the inbox (its outcome is already committed), or flag it as seen."""

@@ -45,7 +45,7 @@ def _thread(
     return headers
 
 
-async def _original_message_id(svc: Services, request_id: str, recipient_id: str | None) -> str | None:
+async def original_message_id(svc: Services, request_id: str, recipient_id: str | None) -> str | None:
     async with svc.db.read() as session:
         query = select(OutboxMessage.message_id).where(
             OutboxMessage.request_id == request_id,
@@ -56,22 +56,21 @@ async def _original_message_id(svc: Services, request_id: str, recipient_id: str
         return (await session.exec(query)).first()
 
 
-async def _queue(
+def build_notice(
     svc: Services,
     request: Request,
     to: str,
     kind: str,
-    template: str,
     ctx: dict[str, Any],
     their_message_id: str,
+    original: str | None,
     recipient_id: str | None,
-    once: bool,
-) -> bool:
-    original = await _original_message_id(svc, request.id, recipient_id)
+) -> list[Any]:
+    """The outbox row of one notice and its audit event (written by the caller's transaction)."""
     headers = _thread(svc, request, to, their_message_id, original)
     full = {"request": request, "subject": headers[0][1], **ctx}
-    text = svc.templates.get_template(f"email/{template}.txt").render(full)
-    html = svc.templates.get_template(f"email/{template}.html").render(full)
+    text = svc.templates.get_template(f"email/{kind}.txt").render(full)
+    html = svc.templates.get_template(f"email/{kind}.html").render(full)
     message_id = headers[4][1]
     row = OutboxMessage(
         id=new_id("msg"),
@@ -83,13 +82,22 @@ async def _queue(
         message_id=message_id,
         raw=mime.alternative(headers, text, html),
     )
-    async with svc.db.write() as session:
-        if once and await _already_sent_to(session, request.id, kind, to):
-            return False
-        session.add(row)
-        session.add(event(request.id, "notice_queued", None, kind=kind, to=to, message_id=message_id))
-    svc.wake_outbox()
-    return True
+    return [row, event(request.id, "notice_queued", None, kind=kind, to=to, message_id=message_id)]
+
+
+def confirmation(
+    svc: Services,
+    request: Request,
+    recipient: Recipient,
+    response: Response,
+    their_message_id: str,
+    original: str | None,
+) -> list[Any]:
+    """A reply that counted gets a short confirmation in its thread."""
+    ctx = {"response": response, "decided": request.status != "pending"}
+    return build_notice(
+        svc, request, recipient.address, "reply_confirmation", ctx, their_message_id, original, recipient.id
+    )
 
 
 async def _already_sent_to(session: Any, request_id: str, kind: str, to: str) -> bool:
@@ -99,34 +107,24 @@ async def _already_sent_to(session: Any, request_id: str, kind: str, to: str) ->
     return any(addresses.normalise(r[0]) == addresses.normalise(to) for r in rows.all() if r)
 
 
-async def confirm_reply(
-    svc: Services, request: Request, recipient: Recipient, their_message_id: str, response: Response
-) -> None:
-    await _queue(
-        svc,
-        request,
-        recipient.address,
-        "reply_confirmation",
-        "reply_confirmation",
-        {"response": response, "decided": request.status != "pending"},
-        their_message_id,
-        recipient.id,
-        once=False,
-    )
-
-
 async def explain_refusal(
     svc: Services, request: Request, to: str, their_message_id: str, reason: str, detail: str
 ) -> bool:
     """At most one explanation per sender and request, whatever they send."""
-    return await _queue(
+    original = await original_message_id(svc, request.id, None)
+    rows = build_notice(
         svc,
         request,
         to,
         "reply_refused",
-        "reply_refused",
         {"reason": reason, "why": REASON_TEXT.get(reason, detail)},
         their_message_id,
+        original,
         None,
-        once=True,
     )
+    async with svc.db.write() as session:
+        if await _already_sent_to(session, request.id, "reply_refused", to):
+            return False
+        session.add_all(rows)
+    svc.wake_outbox()
+    return True
