@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.approvals.policy import evaluate
+from gateway.approvals.policy import Outcome, evaluate
 from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
 from gateway.errors import (
     AlreadyRespondedError,
@@ -270,13 +270,6 @@ async def respond(
         else:
             if request.status != "pending":
                 raise NotPendingError(request.id, request.status)
-            already = (
-                await session.exec(
-                    select(Response).where(Response.request_id == request.id, Response.recipient_id == recipient.id)
-                )
-            ).first()
-            if already is not None:
-                raise AlreadyRespondedError(request.id, recipient.address)
             response = Response(
                 id=new_id("rsp"),
                 request_id=request.id,
@@ -288,7 +281,10 @@ async def respond(
                 via=via,
             )
             session.add(response)
-            await session.flush()
+            try:
+                await session.flush()  # the unique (request, recipient) pair: each recipient answers once
+            except IntegrityError as exc:
+                raise AlreadyRespondedError(request.id, recipient.address) from exc
             session.add(
                 event(
                     request.id,
@@ -301,7 +297,7 @@ async def respond(
                     **(meta or {}),
                 )
             )
-            decided = await _apply_policy(session, request)
+            decided = await _apply_policy(session, request, response)
             if also is not None:
                 session.add_all(also(request, response, decided))
     if expired:
@@ -327,16 +323,21 @@ def _check_option(request: Request, decision: str, option: str | None) -> None:
         raise InvalidInputError(f"{option!r} is not one of this request's options")
 
 
-async def _apply_policy(session: AsyncSession, request: Request) -> bool:
-    responses = (
-        await session.exec(
-            select(Response).where(Response.request_id == request.id).order_by(col(Response.at), col(Response.id))
-        )
-    ).all()
-    approvers = (
-        await session.exec(select(Recipient.id).where(Recipient.request_id == request.id, Recipient.role == "to"))
-    ).all()
-    outcome = evaluate(request.kind, request.policy, len(approvers), responses)
+async def _apply_policy(session: AsyncSession, request: Request, latest: Response) -> bool:
+    if request.kind == "question" or request.policy.get("kind", "any") == "any":
+        # The first answer decides, and a pending request has none before this one: nothing to read.
+        responses: Sequence[Response] = [latest]
+        outcome: Outcome | None = evaluate(request.kind, request.policy, 1, responses)
+    else:
+        responses = (
+            await session.exec(
+                select(Response).where(Response.request_id == request.id).order_by(col(Response.at), col(Response.id))
+            )
+        ).all()
+        approvers = (
+            await session.exec(select(Recipient.id).where(Recipient.request_id == request.id, Recipient.role == "to"))
+        ).all()
+        outcome = evaluate(request.kind, request.policy, len(approvers), responses)
     if outcome is None:
         return False
     decider = responses[outcome.deciding_index]
