@@ -104,7 +104,11 @@ class Server:
 
 
 @contextmanager
-def gateway_server(smtp_port: int, database_url: str | None = None, workers: bool = True) -> Iterator[Server]:
+def gateway_server(
+    smtp_port: int, database_url: str | None = None, workers: bool = True, **settings: str
+) -> Iterator[Server]:
+    """A `gateway serve` process on SQLite in a temp dir (or ``database_url``); ``settings`` are extra
+    GATEWAY_* variables, named without the prefix (imap_host="127.0.0.1")."""
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -119,6 +123,7 @@ def gateway_server(smtp_port: int, database_url: str | None = None, workers: boo
             GATEWAY_SMTP_SECURITY="none",
             GATEWAY_LOG_LEVEL="WARNING",
         )
+        env.update({f"GATEWAY_{name.upper()}": value for name, value in settings.items()})
         key = subprocess.run(
             [sys.executable, "-m", "gateway", "keys", "create", "bench"],
             env=env,

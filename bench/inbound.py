@@ -14,64 +14,16 @@ import argparse
 import asyncio
 import email
 import email.policy
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 
-from bench.common import Connection, free_port, machine, percentile, smtp_sink, table
+from bench.common import Connection, gateway_server, machine, percentile, smtp_sink, table
 from tests import dovecot as dc
 from tests import mailclients
-
-
-def start_gateway(smtp_port: int, server: dc.Dovecot, tmp: str) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(
-        GATEWAY_DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3",
-        GATEWAY_PUBLIC_URL=base,
-        GATEWAY_SECRET_KEYS="bench-secret-key-0123456789abcdef",
-        GATEWAY_FROM_ADDRESS="gateway@bench.test",
-        GATEWAY_REPLY_ADDRESS="replies@bench.test",
-        GATEWAY_SMTP_HOST="127.0.0.1",
-        GATEWAY_SMTP_PORT=str(smtp_port),
-        GATEWAY_SMTP_SECURITY="none",
-        GATEWAY_IMAP_HOST="127.0.0.1",
-        GATEWAY_IMAP_PORT=str(server.imap_port),
-        GATEWAY_IMAP_USERNAME=dc.USER,
-        GATEWAY_IMAP_PASSWORD=dc.PASSWORD,
-        GATEWAY_IMAP_SECURITY="starttls",
-        GATEWAY_IMAP_CA_FILE=str(server.cert),
-        GATEWAY_LOG_LEVEL="WARNING",
-    )
-    key = subprocess.run(
-        [sys.executable, "-m", "gateway", "keys", "create", "bench"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base, key
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("gateway did not start")
 
 
 async def create(port: int, key: str, recipients: list[str]) -> list[dict]:
@@ -102,56 +54,57 @@ async def run(n: int, samples: int) -> list[tuple[str, str, str]]:
     server = dc.Dovecot()
     server.setup()
     server.start()
-    tmp = tempfile.mkdtemp(prefix="gw-inbound-")
+    imap_settings = {
+        "reply_address": "replies@bench.test",
+        "imap_host": "127.0.0.1",
+        "imap_port": str(server.imap_port),
+        "imap_username": dc.USER,
+        "imap_password": dc.PASSWORD,
+        "imap_security": "starttls",
+        "imap_ca_file": str(server.cert),
+    }
     try:
-        with smtp_sink(keep=True) as sink:
-            proc, base, key = start_gateway(sink.port, server, tmp)
-            port = int(base.rsplit(":", 1)[1])
-            try:
-                # --- throughput ---
-                recipients = [f"approver{i}@bench.test" for i in range(n)]
-                approvals = await create(port, key, recipients)
-                while sink.count < n:
-                    await asyncio.sleep(0.05)
-                imap = server.client()
-                imap.create("Staging")
-                for rcpt in recipients:
-                    imap.append("Staging", None, None, mailclients.gmail(parsed(sink.mails[rcpt]), "Approved, thanks."))
-                imap.select("Staging")
-                started = time.perf_counter()
-                imap.uid("MOVE", "1:*", "INBOX")
-                while server.count("Processed") < n:
-                    await asyncio.sleep(0.02)
-                elapsed = time.perf_counter() - started
-                conn = Connection("127.0.0.1", port)
-                decided = 0
-                for a in approvals:
-                    _, body = await conn.json("GET", f"/v1/approvals/{a['id']}", key)
-                    decided += body["status"] == "approved"
-                # --- latency ---
-                latencies = []
-                for i in range(samples):
-                    rcpt = f"latency{i}@bench.test"
-                    (approval,) = await create(port, key, [rcpt])
-                    while rcpt not in sink.mails:
-                        await asyncio.sleep(0.01)
-                    await asyncio.sleep(0.3)  # the poller is back in IDLE
-                    waiter_conn = Connection("127.0.0.1", port)
-                    waiter = asyncio.create_task(
-                        waiter_conn.json("GET", f"/v1/approvals/{approval['id']}?wait=30", key)
-                    )
-                    await asyncio.sleep(0.05)
-                    raw = mailclients.gmail(parsed(sink.mails[rcpt]), "approve")
-                    await asyncio.to_thread(imap.append, "INBOX", None, None, raw)
-                    appended = time.perf_counter()
-                    _, body = await waiter
-                    latencies.append((time.perf_counter() - appended) * 1000)
-                    assert body["status"] == "approved", body
-                    waiter_conn.close()
-                imap.logout()
-            finally:
-                proc.terminate()
-                proc.wait(15)
+        with smtp_sink(keep=True) as sink, gateway_server(sink.port, **imap_settings) as gw:
+            port, key = gw.port, gw.key
+            # --- throughput ---
+            recipients = [f"approver{i}@bench.test" for i in range(n)]
+            approvals = await create(port, key, recipients)
+            while sink.count < n:
+                await asyncio.sleep(0.05)
+            imap = server.client()
+            imap.create("Staging")
+            for rcpt in recipients:
+                imap.append("Staging", None, None, mailclients.gmail(parsed(sink.mails[rcpt]), "Approved, thanks."))
+            imap.select("Staging")
+            started = time.perf_counter()
+            imap.uid("MOVE", "1:*", "INBOX")
+            while server.count("Processed") < n:
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - started
+            conn = Connection("127.0.0.1", port)
+            decided = 0
+            for a in approvals:
+                _, body = await conn.json("GET", f"/v1/approvals/{a['id']}", key)
+                decided += body["status"] == "approved"
+            # --- latency ---
+            latencies = []
+            for i in range(samples):
+                rcpt = f"latency{i}@bench.test"
+                (approval,) = await create(port, key, [rcpt])
+                while rcpt not in sink.mails:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.3)  # the poller is back in IDLE
+                waiter_conn = Connection("127.0.0.1", port)
+                waiter = asyncio.create_task(waiter_conn.json("GET", f"/v1/approvals/{approval['id']}?wait=30", key))
+                await asyncio.sleep(0.05)
+                raw = mailclients.gmail(parsed(sink.mails[rcpt]), "approve")
+                await asyncio.to_thread(imap.append, "INBOX", None, None, raw)
+                appended = time.perf_counter()
+                _, body = await waiter
+                latencies.append((time.perf_counter() - appended) * 1000)
+                assert body["status"] == "approved", body
+                waiter_conn.close()
+            imap.logout()
     finally:
         server.cleanup()
     return [
