@@ -24,7 +24,6 @@ class Services:
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     keys: KeyStore = field(init=False)
     group_commit: GroupCommit = field(init=False)
-    agent_names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.db)

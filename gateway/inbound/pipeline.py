@@ -150,7 +150,7 @@ def receive(raw: bytes, source: str) -> Inbound:
     msg = replies.parse_message(raw)
     message_id = _first_msgid(_header(msg, "Message-ID"))
     if not message_id:  # no Message-ID: its content identifies it, so a re-read is still a duplicate
-        message_id = f"<sha256.{hashlib.sha256(raw).hexdigest()}@inbound.invalid>"
+        message_id = _digest_id(raw)
     return Inbound(
         raw=raw,
         source=source,
