@@ -41,8 +41,10 @@ class Database:
         self.url = normalise_database_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
-            self.engine = create_async_engine(self.url, echo=echo, pool_size=8, max_overflow=8)
-            self.write_engine = create_async_engine(self.url, echo=echo, pool_size=1, max_overflow=0)
+            # A fixed pool: an overflow connection is closed after use, and under many concurrent readers
+            # (thousands of waiting agents) that churn (a thread, a file open, PRAGMAs each) costs a core.
+            self.engine = create_async_engine(self.url, echo=echo, pool_size=12, max_overflow=0, pool_timeout=120)
+            self.write_engine = create_async_engine(self.url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=120)
             for eng, immediate in ((self.engine, False), (self.write_engine, True)):
                 event.listen(eng.sync_engine, "connect", _sqlite_connect(immediate))
                 begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
