@@ -81,12 +81,8 @@ def test_gateway_dev_walkthrough(dev_gateway: tuple[str, subprocess.Popen[str]])
     assert created.status_code == 201, created.text
     approval_id = created.json()["id"]
 
-    for _ in range(100):
-        messages = httpx.get(f"{base}/dev/messages").json()
-        if messages:
-            break
-        time.sleep(0.05)
-    (listed,) = messages
+    listed = _first_mail(base)
+    assert len(httpx.get(f"{base}/dev/messages").json()) == 1
     assert listed["to"] == ["me@example.com"]
     assert listed["subject"].startswith("Approval needed: send_email")
     raw = httpx.get(f"{base}/dev/messages/{listed['id']}.eml")

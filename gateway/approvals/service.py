@@ -194,37 +194,34 @@ async def _lock_request(svc: Services, session: AsyncSession, request_id: str) -
     return (await session.exec(query)).first()
 
 
+async def _current_view(svc: Services, request_id: str, visible: Callable[[Request], bool]) -> RequestView | None:
+    """The request's view as of now: a pending request past its expiry is expired first (once, by whoever gets
+    there first). None when there is no such request or ``visible`` says the caller may not see it."""
+    while True:
+        async with svc.db.read() as session:
+            request = await session.get(Request, request_id)
+            if request is None or not visible(request):
+                return None
+            if not is_due_to_expire(request):
+                return await _load_view(session, request)
+        await expire_if_due(svc, request_id)
+
+
 async def get_view(svc: Services, principal: Principal, kind: str, request_id: str) -> RequestView:
-    async with svc.db.read() as session:
-        request = await session.get(Request, request_id)
-        if request is None or request.api_key_id != principal.key_id or request.kind != kind:
-            raise NotFoundError(kind, request_id)
-        if not is_due_to_expire(request):
-            return await _load_view(session, request)
-    await expire_if_due(svc, request_id)
-    async with svc.db.read() as session:
-        request = await session.get(Request, request_id)
-        assert request is not None
-        return await _load_view(session, request)
+    view = await _current_view(svc, request_id, lambda r: r.api_key_id == principal.key_id and r.kind == kind)
+    if view is None:
+        raise NotFoundError(kind, request_id)
+    return view
 
 
 async def view_for_recipient(svc: Services, recipient_id: str) -> tuple[RequestView, Recipient] | None:
     """The request behind a link or reply token, with lazy expiry applied."""
     async with svc.db.read() as session:
         recipient = await session.get(Recipient, recipient_id)
-        if recipient is None:
-            return None
-        request = await session.get(Request, recipient.request_id)
-        if request is None:
-            return None
-        expire = is_due_to_expire(request)
-        if not expire:
-            return await _load_view(session, request), recipient
-    await expire_if_due(svc, request.id)
-    async with svc.db.read() as session:
-        request = await session.get(Request, recipient.request_id)
-        assert request is not None
-        return await _load_view(session, request), recipient
+    if recipient is None:
+        return None
+    view = await _current_view(svc, recipient.request_id, lambda _: True)
+    return (view, recipient) if view is not None else None
 
 
 @dataclass
