@@ -141,13 +141,13 @@ async def test_dovecot_restart_loses_nothing_and_repeats_nothing(live_imap: Live
     async def disconnected() -> bool:
         return not live.runtime.poller.status.connected  # type: ignore[union-attr]
 
-    await until(disconnected)
+    await until(disconnected, timeout=45)  # Dovecot's imap process may linger ~10 s after the master stops
     await asyncio.to_thread(dovecot.start)
 
     async def second_done() -> bool:
         return (await live.client.get(f"/v1/approvals/{second['id']}")).json()["status"] == "approved"
 
-    await until(second_done, timeout=30)
+    await until(second_done, timeout=60)  # reconnect backoff included
     for approval in (first, second):
         body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
         assert len(body["responses"]) == 1
