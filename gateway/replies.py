@@ -129,7 +129,6 @@ _WROTE = (
     r"|kaj|skrifaði|sendte"
 )
 _ON = r"On|Am|Le|El|Il|In data|Op|Den|På|Pe|Em|No|Dne|Dnia|W dniu|Dňa|Ons|Στις|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
-_WROTE_RE = re.compile(rf"(?:{_WROTE})(?:\s*\(a\))?\s*:?\s*$", re.IGNORECASE)
 # The same words as plain endings: str.endswith with a tuple runs at C speed on every line.
 _WROTE_ENDINGS = tuple(word.lower() for word in _WROTE.split("|"))
 # "reply text On <date>, <someone> wrote:" on one line: the attribution starts mid-line.

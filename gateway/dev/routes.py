@@ -1,5 +1,6 @@
 """The dev mailbox: a page and JSON over the mail `gateway dev` captured."""
 
+import html
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import Annotated, Any
 
@@ -96,6 +97,4 @@ async def reply_form(message_id: str, request: Request, text: Annotated[str, For
 
 
 def _escape(text: str) -> str:
-    import html
-
     return html.escape(text).replace("\n", "<br>")

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from sqlalchemy import type_coerce
 from sqlmodel import col, func, select
 
 from gateway.approvals.service import event
 from gateway.mail.smtp import DeliveryError
-from gateway.models import OutboxMessage, utcnow
+from gateway.models import OutboxMessage, UTCDateTime, utcnow
 from gateway.services import Services
 
 log = logging.getLogger("gateway.mail.outbox")
@@ -63,16 +64,11 @@ class OutboxSender:
             return list((await session.exec(query)).all())
 
     async def next_due_at(self) -> datetime | None:
-        query = select(func.min(OutboxMessage.next_attempt_at)).where(OutboxMessage.status == "pending")
+        # Typed as the column is, so SQLite's untyped aggregate comes back as an aware datetime too.
+        earliest = type_coerce(func.min(OutboxMessage.next_attempt_at), UTCDateTime())
+        query = select(earliest).where(OutboxMessage.status == "pending")
         async with self.svc.db.read() as session:
-            value = (await session.exec(query)).first()
-        if isinstance(value, str):  # SQLite returns aggregates untyped
-            value = datetime.fromisoformat(value)
-        if value is not None and value.tzinfo is None:
-            from datetime import UTC
-
-            value = value.replace(tzinfo=UTC)
-        return value
+            return (await session.exec(query)).first()
 
     async def attempt(self, mail: OutboxMessage) -> Outcome:
         """Try once. Never raises: an unexpected error is a deferral like any other."""
