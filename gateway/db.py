@@ -3,7 +3,8 @@
 SQLite allows one writer. A deferred transaction that reads and then writes can fail at once with
 SQLITE_BUSY when another writer got in between, without waiting for ``busy_timeout``. So on SQLite every
 write session starts with ``BEGIN IMMEDIATE`` on a separate engine, and reads use a plain one; WAL lets
-readers and the writer run side by side. On PostgreSQL both are the same engine.
+readers and the writer run side by side. SQLite statements run on the event loop's thread (microseconds
+each; see ``gateway._sqlite_inline``). On PostgreSQL both engines are the same asyncpg one.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, insert, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway import _sqlite_inline
 from gateway.settings import normalise_database_url
 
 
-def _sqlite_connect(immediate: bool) -> Any:
+def _sqlite_connect(busy_timeout_ms: int) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy (not the driver) issue BEGIN, so we can choose IMMEDIATE.
         dbapi_connection.isolation_level = None
@@ -30,10 +34,33 @@ def _sqlite_connect(immediate: bool) -> Any:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     return on_connect
+
+
+WRITE_LOCK_WAIT = 10.0  # seconds a writer waits for another process to release SQLite's write lock
+
+
+def _begin_immediate(conn: Any) -> None:
+    """Take SQLite's write lock without blocking the event loop.
+
+    The connection runs on the loop (see ``gateway._sqlite_inline``) with a zero busy timeout, so when another
+    process (a separate worker, a CLI command) holds the lock, SQLite answers "locked" at once and we sleep
+    on the loop, not in SQLite, before trying again.
+    """
+    delay, waited = 0.001, 0.0
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig) or waited >= WRITE_LOCK_WAIT:
+                raise
+        await_(asyncio.sleep(delay))
+        waited += delay
+        delay = min(delay * 2, 0.05)
 
 
 class Database:
@@ -41,14 +68,21 @@ class Database:
         self.url = normalise_database_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
-            # A fixed pool: an overflow connection is closed after use, and under many concurrent readers
-            # (thousands of waiting agents) that churn (a thread, a file open, PRAGMAs each) costs a core.
-            self.engine = create_async_engine(self.url, echo=echo, pool_size=12, max_overflow=0, pool_timeout=120)
-            self.write_engine = create_async_engine(self.url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=120)
-            for eng, immediate in ((self.engine, False), (self.write_engine, True)):
-                event.listen(eng.sync_engine, "connect", _sqlite_connect(immediate))
-                begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-                event.listen(eng.sync_engine, "begin", lambda conn, b=begin: conn.exec_driver_sql(b))
+            # Statements run on the loop's thread (no aiosqlite hop); a fixed pool of cheap connections, one
+            # per concurrently open session. One writer connection: SQLite allows one writer anyway.
+            dbapi = _sqlite_inline.dbapi()
+            self.engine = create_async_engine(
+                self.url, echo=echo, module=dbapi, pool_size=12, max_overflow=0, pool_timeout=120
+            )
+            self.write_engine = create_async_engine(
+                self.url, echo=echo, module=dbapi, pool_size=1, max_overflow=0, pool_timeout=120
+            )
+            # Readers never wait in WAL mode but for a moment around a checkpoint; the writer never waits in
+            # SQLite at all (see _begin_immediate).
+            event.listen(self.engine.sync_engine, "connect", _sqlite_connect(2000))
+            event.listen(self.engine.sync_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+            event.listen(self.write_engine.sync_engine, "connect", _sqlite_connect(0))
+            event.listen(self.write_engine.sync_engine, "begin", _begin_immediate)
         else:
             self.engine = create_async_engine(self.url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True)
             self.write_engine = self.engine

@@ -15,15 +15,20 @@ class UnauthorizedError(GatewayError):
     code = "unauthorized"
 
 
-def services(request: Request) -> Services:
+def _services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+async def services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain ``def`` dependency on its thread pool, a thread hop per request.
+    return _services(request)
 
 
 async def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthorizedError("send your API key as `Authorization: Bearer <key>`")
-    found = await services(request).keys.authenticate(credentials.credentials)
+    found = await _services(request).keys.authenticate(credentials.credentials)
     if found is None:
         raise UnauthorizedError("this API key is not valid")
     return found

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -133,23 +134,22 @@ async def create_request(
     return RequestView(request, recipients, [], states), True
 
 
+# Built once: composing a SELECT costs more than SQLite takes to run it, and a view is read on every wait.
+_RECIPIENTS = select(Recipient).where(Recipient.request_id == bindparam("rid")).order_by(col(Recipient.id))
+_RESPONSES = (
+    select(Response).where(Response.request_id == bindparam("rid")).order_by(col(Response.at), col(Response.id))
+)
+# Only the columns the view shows: the stored message itself is large.
+_MAIL_STATES = select(OutboxMessage.recipient_id, OutboxMessage.status, OutboxMessage.last_error).where(
+    OutboxMessage.request_id == bindparam("rid"), col(OutboxMessage.kind).endswith("_request")
+)
+
+
 async def _load_view(session: AsyncSession, request: Request) -> RequestView:
-    recipients = (
-        await session.exec(select(Recipient).where(Recipient.request_id == request.id).order_by(col(Recipient.id)))
-    ).all()
-    responses = (
-        await session.exec(
-            select(Response).where(Response.request_id == request.id).order_by(col(Response.at), col(Response.id))
-        )
-    ).all()
-    # Only the columns the view shows: the stored message itself is large.
-    mails = (
-        await session.exec(
-            select(OutboxMessage.recipient_id, OutboxMessage.status, OutboxMessage.last_error).where(
-                OutboxMessage.request_id == request.id, col(OutboxMessage.kind).endswith("_request")
-            )
-        )
-    ).all()
+    params = {"rid": request.id}
+    recipients = (await session.exec(_RECIPIENTS, params=params)).all()
+    responses = (await session.exec(_RESPONSES, params=params)).all()
+    mails = (await session.exec(_MAIL_STATES, params=params)).all()
     return RequestView(
         request=request,
         recipients=list(recipients),
@@ -326,11 +326,7 @@ async def _apply_policy(session: AsyncSession, request: Request, latest: Respons
         responses: Sequence[Response] = [latest]
         outcome: Outcome | None = evaluate(request.kind, request.policy, 1, responses)
     else:
-        responses = (
-            await session.exec(
-                select(Response).where(Response.request_id == request.id).order_by(col(Response.at), col(Response.id))
-            )
-        ).all()
+        responses = (await session.exec(_RESPONSES, params={"rid": request.id})).all()
         approvers = (
             await session.exec(select(Recipient.id).where(Recipient.request_id == request.id, Recipient.role == "to"))
         ).all()
