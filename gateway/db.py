@@ -23,6 +23,7 @@ from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import _sqlite_inline
+from gateway.models import column_values
 from gateway.settings import normalise_database_url
 
 
@@ -142,7 +143,7 @@ class GroupCommit:
                 by_table: dict[Any, list[dict[str, Any]]] = {}
                 for unit in units:
                     for row in unit[level] if level < len(unit) else ():
-                        by_table.setdefault(type(row).__table__, []).append(_values(row))
+                        by_table.setdefault(type(row).__table__, []).append(column_values(row))
                 for table, rows in by_table.items():
                     await conn.execute(insert(table), rows)
 
@@ -183,11 +184,3 @@ def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(exc)
-
-
-def _values(row: Any) -> dict[str, Any]:
-    """A model's column values, leaving out an unset autoincrement key."""
-    values: dict[str, Any] = row.model_dump()
-    if values.get("id", 0) is None:
-        del values["id"]
-    return values

@@ -30,7 +30,7 @@ from gateway.errors import (
 )
 from gateway.keys import Principal
 from gateway.mail.compose import compose_request_mail
-from gateway.models import Event, OutboxMessage, Recipient, Request, Response, new_id, random_token, utcnow
+from gateway.models import Event, OutboxMessage, Recipient, Request, Response, build, new_id, random_token, utcnow
 from gateway.services import Services
 
 FINAL = frozenset({"approved", "rejected", "answered", "expired", "cancelled"})
@@ -60,7 +60,7 @@ def content_hash(body: ApprovalCreate | QuestionCreate) -> str:
 
 
 def event(request_id: str, type_: str, actor: str | None = None, **data: Any) -> Event:
-    return Event(request_id=request_id, type=type_, actor=actor, data=data or None)
+    return build(Event, request_id=request_id, type=type_, actor=actor, data=data or None)
 
 
 async def _existing(session: AsyncSession, key_id: str, call_id: str) -> Request | None:
@@ -87,7 +87,8 @@ async def create_request(
     now = utcnow()
     expires_in = body.expires_in or svc.settings.default_expires_in
     email = body.channel.email
-    request = Request(
+    request = build(
+        Request,
         id=new_id("apr" if kind == "approval" else "qst"),
         kind=kind,
         api_key_id=principal.key_id,
@@ -111,8 +112,8 @@ async def create_request(
         request.message = body.message
         request.options = [o.model_dump() for o in body.response_options] if body.response_options else None
 
-    recipients = [Recipient(id=new_id("rcp"), request_id=request.id, address=a, role="to") for a in email.to]
-    recipients += [Recipient(id=new_id("rcp"), request_id=request.id, address=a, role="cc") for a in email.cc]
+    recipients = [build(Recipient, id=new_id("rcp"), request_id=request.id, address=a, role="to") for a in email.to]
+    recipients += [build(Recipient, id=new_id("rcp"), request_id=request.id, address=a, role="cc") for a in email.cc]
     mails = [compose_request_mail(svc, request, r, len(email.to), principal.name) for r in recipients]
     events = [event(request.id, "created", principal.name, kind=kind, call_id=call_id, ref=request.ref)]
     events += [

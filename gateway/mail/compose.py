@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway import addresses
 from gateway.mail import mime
-from gateway.models import OutboxMessage, Recipient, Request, new_id, random_token, utcnow
+from gateway.models import OutboxMessage, Recipient, Request, build, new_id, random_token, utcnow
 from gateway.services import Services
 from gateway.templating import fold, is_multiline, pretty
 
@@ -130,7 +130,8 @@ def compose_request_mail(
         ("X-Gateway-Request", f"{request.id} {request.ref}"),
     ]
 
-    return OutboxMessage(
+    return build(
+        OutboxMessage,
         id=new_id("msg"),
         request_id=request.id,
         recipient_id=recipient.id,
