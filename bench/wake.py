@@ -78,12 +78,22 @@ async def run(waiters: int, samples: int) -> list[tuple[str, str]]:
         async def wait_on(approval_id: str) -> None:
             nonlocal connected
             conn = Connection(server.host, server.port)
-            await conn.open()
+            while True:  # a burst of connects can overflow the listen backlog: retry, as a client would
+                try:
+                    await conn.open()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.2)
             connected += 1
             if connected == waiters:
                 ready.set()
             while True:
-                _, body = await conn.json("GET", f"/v1/approvals/{approval_id}?wait=60", server.key)
+                try:
+                    _, body = await conn.json("GET", f"/v1/approvals/{approval_id}?wait=60", server.key)
+                except (OSError, asyncio.IncompleteReadError):
+                    conn.close()
+                    await asyncio.sleep(0.2)
+                    continue
                 if body["status"] != "pending":
                     arrived[approval_id] = time.perf_counter()
                     woken[approval_id].set()

@@ -14,11 +14,13 @@ import os
 import re
 import secrets
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -312,3 +314,12 @@ async def live_imap(database_url: str, smtp_sink: SmtpSink, dovecot: Any) -> Asy
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
             yield Live(base_url=base, key=key, services=svc, sink=smtp_sink, client=client, runtime=runtime)
+
+
+@pytest.fixture
+def dev_gateway(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A real `gateway dev` process (its own SQLite, SMTP capture and dev mailbox) on a free port."""
+    from tests.processes import dev_process
+
+    with dev_process(tmp_path) as running:
+        yield running

@@ -1,0 +1,63 @@
+"""The agent's side of the gateway: gate functions on human approval, ask humans questions, wait durably.
+
+from gateway.client import Gateway
+
+gw = Gateway()  # GATEWAY_URL, GATEWAY_API_KEY (and GATEWAY_RUN_ID, to resume after a restart)
+
+@gw.require_approval("boss@example.com")
+def send_email(to: str, subject: str, body: str) -> str: ...
+
+ask_human = gw.human_as_tool("boss@example.com")
+"""
+
+from gateway.client._async import AsyncApprovalHandle, AsyncGateway, AsyncQuestionHandle
+from gateway.client._base import derive_call_id
+from gateway.client._errors import (
+    APIError,
+    ApprovalRejectedError,
+    AuthenticationError,
+    ConflictError,
+    GatewayConnectionError,
+    GatewayError,
+    InvalidRequestError,
+    NotApprovedError,
+    NotFoundError,
+    RequestCancelledError,
+    RequestExpiredError,
+    ServerError,
+    WaitTimeoutError,
+)
+from gateway.client._models import Approval, Question, Response
+from gateway.client._sync import ApprovalHandle, Gateway, QuestionHandle
+from gateway.client.tools import HumanTool, anthropic_tool, anthropic_tools, openai_tool, openai_tools
+
+__all__ = [
+    "APIError",
+    "Approval",
+    "ApprovalHandle",
+    "ApprovalRejectedError",
+    "AsyncApprovalHandle",
+    "AsyncGateway",
+    "AsyncQuestionHandle",
+    "AuthenticationError",
+    "ConflictError",
+    "Gateway",
+    "GatewayConnectionError",
+    "GatewayError",
+    "HumanTool",
+    "InvalidRequestError",
+    "NotApprovedError",
+    "NotFoundError",
+    "Question",
+    "QuestionHandle",
+    "RequestCancelledError",
+    "RequestExpiredError",
+    "Response",
+    "ServerError",
+    "WaitTimeoutError",
+    "anthropic_tool",
+    "anthropic_tools",
+    "derive_call_id",
+    "openai_tool",
+    "openai_tools",
+]

@@ -1,0 +1,290 @@
+"""``AsyncGateway``: the asyncio client. All logic lives in ``_base``; this module does the I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import httpx
+
+from gateway.client._base import (
+    ApprovalOptions,
+    Backoff,
+    BaseGateway,
+    Call,
+    QuestionOptions,
+    Recipients,
+    RunIt,
+    WaitPlan,
+    _jsonable,
+    bind_arguments,
+    check_async,
+)
+from gateway.client._errors import WaitTimeoutError
+from gateway.client._models import Approval, Question
+from gateway.client.tools import HumanTool
+
+P = ParamSpec("P")
+R = TypeVar("R")
+RETRIES = 5
+
+
+class AsyncGateway(BaseGateway):
+    """The gateway's HTTP API for an asyncio agent. ``base_url`` and ``api_key`` default to ``GATEWAY_URL``
+    and ``GATEWAY_API_KEY``; ``run_id`` (or ``GATEWAY_RUN_ID``) names the run, so a restart resumes it."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        run_id: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, run_id=run_id, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers(), timeout=timeout, transport=transport
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncGateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, call: Call) -> dict[str, Any]:
+        backoff = Backoff()
+        for attempt in range(RETRIES + 1):
+            try:
+                response = await self._http.request(
+                    call.method,
+                    call.path,
+                    json=call.json,
+                    params=call.params,
+                    timeout=call.timeout if call.timeout is not None else self.timeout,
+                )
+                return self._read(response)
+            except Exception as exc:
+                if not (call.retry and self._retryable(exc)) or attempt == RETRIES:
+                    error = self._connection_error(exc)
+                    if error is exc:
+                        raise
+                    raise error from exc
+                await asyncio.sleep(backoff.next())
+        raise AssertionError("unreachable")
+
+    async def _wait(self, path: str, request_id: str, timeout: float | None) -> dict[str, Any]:
+        """Long-poll until the request leaves pending; reconnect after drops, never busy-poll."""
+        plan, backoff = WaitPlan(request_id, timeout), Backoff()
+        while True:
+            poll = plan.next_poll(path)
+            if poll is None:
+                raise plan.timed_out()
+            try:
+                data = await self._send(poll)
+            except Exception as exc:
+                if not self._retryable(exc):
+                    raise
+                await asyncio.sleep(plan.pause(backoff.next()))
+                continue
+            backoff.reset()
+            if data.get("status") != "pending":
+                return data
+
+    # -- explicit handles ------------------------------------------------------------------------------------
+
+    async def request_approval(
+        self,
+        fn: str | Callable[..., Any],
+        kwargs: dict[str, Any],
+        to: Recipients,
+        *,
+        call_id: str | None = None,
+        run_id: str | None = None,
+        cc: Recipients | None = None,
+        subject: str | None = None,
+        context: str | None = None,
+        reject_options: Sequence[str | dict[str, Any]] | None = None,
+        policy: str | dict[str, int] = "any",
+        expires_in: int | None = None,
+        state: Any = None,
+        callback_url: str | None = None,
+    ) -> AsyncApprovalHandle:
+        name = fn if isinstance(fn, str) else fn.__name__
+        opts = ApprovalOptions(to, cc, subject, context, reject_options, policy, expires_in)
+        call = self._approval_call(
+            name, _jsonable(kwargs), opts, call_id=call_id, run_id=run_id, state=state, callback_url=callback_url
+        )
+        return AsyncApprovalHandle(self, Approval.from_json(await self._send(call)))
+
+    async def approval(self, request_id: str) -> AsyncApprovalHandle:
+        """A handle on an existing approval (say, one whose id a previous run stored)."""
+        return AsyncApprovalHandle(
+            self, Approval.from_json(await self._send(Call("GET", f"/v1/approvals/{request_id}")))
+        )
+
+    async def ask(
+        self,
+        message: str,
+        to: Recipients,
+        *,
+        response_options: Sequence[str | dict[str, Any]] | None = None,
+        call_id: str | None = None,
+        run_id: str | None = None,
+        cc: Recipients | None = None,
+        subject: str | None = None,
+        context: str | None = None,
+        expires_in: int | None = None,
+        state: Any = None,
+        callback_url: str | None = None,
+    ) -> AsyncQuestionHandle:
+        opts = QuestionOptions(to, cc, subject, context, response_options, expires_in)
+        call = self._question_call(
+            message, opts, call_id=call_id, run_id=run_id, state=state, callback_url=callback_url
+        )
+        return AsyncQuestionHandle(self, Question.from_json(await self._send(call)))
+
+    async def question(self, request_id: str) -> AsyncQuestionHandle:
+        return AsyncQuestionHandle(
+            self, Question.from_json(await self._send(Call("GET", f"/v1/questions/{request_id}")))
+        )
+
+    # -- the decorator and the tool -------------------------------------------------------------------------
+
+    def require_approval(
+        self,
+        to: Recipients,
+        *,
+        cc: Recipients | None = None,
+        subject: str | None = None,
+        context: str | None = None,
+        reject_options: Sequence[str | dict[str, Any]] | None = None,
+        policy: str | dict[str, int] = "any",
+        expires_in: int | None = None,
+        timeout: float | None = None,
+        raise_on_reject: bool = False,
+    ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R | str]]]:
+        """Run the decorated function only once a human approves this call of it.
+
+        Rejected, expired or cancelled: the function does not run and the call returns a message for the
+        caller (``User denied fn with message: ...``), or raises ``NotApprovedError`` with
+        ``raise_on_reject``. ``timeout`` bounds the wait; the request itself lives until ``expires_in``.
+        """
+        opts = ApprovalOptions(to, cc, subject, context, reject_options, policy, expires_in, timeout, raise_on_reject)
+
+        def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R | str]]:
+            check_async(fn, True, "AsyncGateway")
+            sig = inspect.signature(fn)
+
+            @functools.wraps(fn)
+            async def gated(*args: P.args, **kwargs: P.kwargs) -> R | str:
+                call, key = self._gate_call(fn.__name__, bind_arguments(sig, args, kwargs), opts)
+                approval = Approval.from_json(await self._send(call))
+                if approval.pending:
+                    try:
+                        approval = Approval.from_json(
+                            await self._wait(f"/v1/approvals/{approval.id}", approval.id, timeout)
+                        )
+                    except WaitTimeoutError as exc:
+                        return self._gate_timeout(fn.__name__, exc, opts)
+                self._consume(key)
+                outcome = self._gate_outcome(fn.__name__, approval, opts)
+                if isinstance(outcome, RunIt):
+                    return await fn(*args, **kwargs)
+                return outcome
+
+            return gated
+
+        return decorate
+
+    def human_as_tool(
+        self,
+        to: Recipients,
+        *,
+        cc: Recipients | None = None,
+        subject: str | None = None,
+        context: str | None = None,
+        response_options: Sequence[str | dict[str, Any]] | None = None,
+        expires_in: int | None = None,
+        timeout: float | None = None,
+        raise_on_expiry: bool = False,
+        name: str = "ask_human",
+        description: str | None = None,
+    ) -> HumanTool:
+        """A tool an LLM can call to ask a human by email; it returns the human's answer as text."""
+        opts = QuestionOptions(to, cc, subject, context, response_options, expires_in, timeout, raise_on_expiry)
+
+        async def ask_human(message: str) -> str:
+            call, key = self._gate_question(message, opts)
+            question = Question.from_json(await self._send(call))
+            if question.pending:
+                try:
+                    question = Question.from_json(
+                        await self._wait(f"/v1/questions/{question.id}", question.id, timeout)
+                    )
+                except WaitTimeoutError as exc:
+                    return self._answer_timeout(exc, opts)
+            self._consume(key)
+            return self._answer_text(question, opts)
+
+        return HumanTool(ask_human, name=name, description=description)
+
+
+class AsyncApprovalHandle:
+    def __init__(self, gateway: AsyncGateway, approval: Approval) -> None:
+        self._gateway, self.approval = gateway, approval
+
+    @property
+    def id(self) -> str:
+        return self.approval.id
+
+    @property
+    def call_id(self) -> str:
+        return self.approval.call_id
+
+    async def refresh(self) -> Approval:
+        self.approval = Approval.from_json(await self._gateway._send(Call("GET", f"/v1/approvals/{self.id}")))
+        return self.approval
+
+    async def wait(self, timeout: float | None = None) -> Approval:
+        """The approval once it leaves pending; ``WaitTimeoutError`` if ``timeout`` seconds pass first."""
+        if self.approval.pending:
+            self.approval = Approval.from_json(await self._gateway._wait(f"/v1/approvals/{self.id}", self.id, timeout))
+        return self.approval
+
+    async def cancel(self) -> Approval:
+        self.approval = Approval.from_json(await self._gateway._send(Call("POST", f"/v1/approvals/{self.id}/cancel")))
+        return self.approval
+
+
+class AsyncQuestionHandle:
+    def __init__(self, gateway: AsyncGateway, question: Question) -> None:
+        self._gateway, self.question = gateway, question
+
+    @property
+    def id(self) -> str:
+        return self.question.id
+
+    @property
+    def call_id(self) -> str:
+        return self.question.call_id
+
+    async def refresh(self) -> Question:
+        self.question = Question.from_json(await self._gateway._send(Call("GET", f"/v1/questions/{self.id}")))
+        return self.question
+
+    async def wait(self, timeout: float | None = None) -> Question:
+        if self.question.pending:
+            self.question = Question.from_json(await self._gateway._wait(f"/v1/questions/{self.id}", self.id, timeout))
+        return self.question
+
+    async def cancel(self) -> Question:
+        self.question = Question.from_json(await self._gateway._send(Call("POST", f"/v1/questions/{self.id}/cancel")))
+        return self.question

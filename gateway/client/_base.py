@@ -1,0 +1,410 @@
+"""Everything the sync and async clients share: all but the I/O.
+
+Building request bodies, deriving call ids, reading answers and mapping errors, planning long-poll waits and
+turning an outcome into what a gated function returns are written once, here. ``Gateway`` and
+``AsyncGateway`` only move bytes and sleep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import inspect
+import json
+import os
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from gateway.client._errors import (
+    APIError,
+    ApprovalRejectedError,
+    AuthenticationError,
+    ConflictError,
+    GatewayConnectionError,
+    GatewayError,
+    InvalidRequestError,
+    NotFoundError,
+    RequestCancelledError,
+    RequestExpiredError,
+    ServerError,
+    WaitTimeoutError,
+)
+from gateway.client._models import Approval, Question
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_WAIT = 60  # the server holds a long-poll at most this long; the client renews
+WAIT_SLACK = 15.0  # read timeout beyond the long-poll's own length
+Recipients = str | Sequence[str]
+
+
+def _jsonable(value: Any) -> Any:
+    """Arguments as JSON: what a human reads in the email, and what the call id is derived from."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_jsonable(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    if hasattr(value, "model_dump"):  # pydantic
+        return _jsonable(value.model_dump(mode="json"))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, Decimal | UUID | PurePath):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return repr(value)
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def derive_call_id(run_id: str, fn: str, kwargs: dict[str, Any], occurrence: int = 0) -> str:
+    """The same run calling the same function with the same arguments gets the same call id, so a restarted
+    agent finds its request (and its decision) instead of sending a second email."""
+    digest = hashlib.sha256(canonical([run_id, fn, kwargs, occurrence]).encode()).hexdigest()
+    return f"auto-{digest[:40]}"
+
+
+def bind_arguments(sig: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments by name (positional ones bound through the signature, ``**extra`` merged in)."""
+    bound = sig.bind(*args, **kwargs)
+    bound.apply_defaults()
+    named: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update({k: _jsonable(v) for k, v in value.items()})
+        else:
+            named[name] = _jsonable(value)
+    return named
+
+
+def _recipients(to: Recipients) -> list[str]:
+    return [to] if isinstance(to, str) else list(to)
+
+
+def _options(options: Sequence[str | dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if not options:
+        return None
+    return [{"name": o} if isinstance(o, str) else dict(o) for o in options]
+
+
+@dataclass
+class Call:
+    """One HTTP exchange to make. ``retry``: safe to repeat after a dropped connection (reads, and creation,
+    which the call id makes idempotent)."""
+
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    timeout: float | None = None
+    retry: bool = True
+
+
+@dataclass(frozen=True)
+class ApprovalOptions:
+    to: Recipients
+    cc: Recipients | None = None
+    subject: str | None = None
+    context: str | None = None
+    reject_options: Sequence[str | dict[str, Any]] | None = None
+    policy: str | dict[str, int] = "any"
+    expires_in: int | None = None
+    timeout: float | None = None
+    raise_on_reject: bool = False
+
+
+@dataclass(frozen=True)
+class QuestionOptions:
+    to: Recipients
+    cc: Recipients | None = None
+    subject: str | None = None
+    context: str | None = None
+    response_options: Sequence[str | dict[str, Any]] | None = None
+    expires_in: int | None = None
+    timeout: float | None = None
+    raise_on_expiry: bool = False
+
+
+class Backoff:
+    """Delays between reconnection attempts: 0.1 s doubling to 5 s. Never a busy loop."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first, self.cap, self.delay = first, cap, first
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(self.delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class WaitPlan:
+    """When to stop, and how long each long-poll may be held, for one ``.wait(timeout)``."""
+
+    def __init__(self, request_id: str, timeout: float | None) -> None:
+        self.request_id, self.timeout = request_id, timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def next_poll(self, path: str) -> Call | None:
+        """The next long-poll, or None when the timeout is spent (the caller raises ``timed_out()``).
+
+        Not retried inside ``_send``: the wait loop reconnects itself, within the wait's own deadline."""
+        left = self.remaining()
+        if left is not None and left <= 0:
+            return None
+        # The last poll holds exactly what is left (tenths of a second), so the end is one request, not a
+        # burst of ``wait=0`` polls.
+        hold: float = MAX_WAIT if left is None else max(0.1, min(MAX_WAIT, round(left, 1)))
+        return Call("GET", path, params={"wait": hold}, timeout=hold + WAIT_SLACK, retry=False)
+
+    def pause(self, delay: float) -> float:
+        left = self.remaining()
+        return delay if left is None else max(0.0, min(delay, left))
+
+    def timed_out(self) -> WaitTimeoutError:
+        return WaitTimeoutError(self.request_id, self.timeout or 0.0)
+
+
+@dataclass(frozen=True)
+class RunIt:
+    """The gated function may run."""
+
+
+class BaseGateway:
+    def __init__(
+        self, base_url: str | None = None, api_key: str | None = None, *, run_id: str | None = None, timeout: float
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("GATEWAY_URL") or DEFAULT_URL).rstrip("/")
+        key = api_key or os.environ.get("GATEWAY_API_KEY")
+        if not key:
+            raise GatewayError("no API key: pass api_key=... or set GATEWAY_API_KEY")
+        self.api_key = key
+        # Without a stable run id (GATEWAY_RUN_ID or run_id=...), every process is a new run: a restart then
+        # asks again rather than reusing another run's decisions. With one, it resumes.
+        self.run_id = run_id or os.environ.get("GATEWAY_RUN_ID") or f"run-{secrets.token_hex(8)}"
+        self.timeout = timeout
+        self._decided: Counter[str] = Counter()  # call key -> decisions already handed out in this process
+        self._lock = threading.Lock()
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", "User-Agent": "gateway-client"}
+
+    # -- bodies -------------------------------------------------------------------------------------------
+
+    def _channel(
+        self, to: Recipients, cc: Recipients | None, subject: str | None, context: str | None
+    ) -> dict[str, Any]:
+        email: dict[str, Any] = {"to": _recipients(to)}
+        if cc:
+            email["cc"] = _recipients(cc)
+        if subject is not None:
+            email["subject"] = subject
+        if context is not None:
+            email["context"] = context
+        return {"email": email}
+
+    def _approval_call(
+        self,
+        fn: str,
+        kwargs: dict[str, Any],
+        opts: ApprovalOptions,
+        *,
+        call_id: str | None,
+        run_id: str | None = None,
+        state: Any = None,
+        callback_url: str | None = None,
+    ) -> Call:
+        run = run_id or self.run_id
+        body: dict[str, Any] = {
+            "fn": fn,
+            "kwargs": kwargs,
+            "channel": self._channel(opts.to, opts.cc, opts.subject, opts.context),
+            "call_id": call_id or derive_call_id(run, fn, kwargs),
+            "run_id": run,
+            "policy": opts.policy,
+        }
+        if opts.reject_options:
+            body["reject_options"] = _options(opts.reject_options)
+        if opts.expires_in is not None:
+            body["expires_in"] = opts.expires_in
+        if state is not None:
+            body["state"] = state
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        return Call("POST", "/v1/approvals", json=body)
+
+    def _question_call(
+        self,
+        message: str,
+        opts: QuestionOptions,
+        *,
+        call_id: str | None,
+        run_id: str | None = None,
+        state: Any = None,
+        callback_url: str | None = None,
+    ) -> Call:
+        run = run_id or self.run_id
+        body: dict[str, Any] = {
+            "message": message,
+            "channel": self._channel(opts.to, opts.cc, opts.subject, opts.context),
+            "call_id": call_id or derive_call_id(run, "ask", {"message": message}),
+            "run_id": run,
+        }
+        if opts.response_options:
+            body["response_options"] = _options(opts.response_options)
+        if opts.expires_in is not None:
+            body["expires_in"] = opts.expires_in
+        if state is not None:
+            body["state"] = state
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        return Call("POST", "/v1/questions", json=body)
+
+    # -- answers ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read(response: httpx.Response) -> dict[str, Any]:
+        if response.is_success:
+            data = response.json()
+            if not isinstance(data, dict):
+                raise GatewayError(f"unexpected answer from the gateway: {response.text[:200]!r}")
+            return data
+        code, message = "error", response.text[:500] or response.reason_phrase
+        try:
+            error = response.json().get("error") or {}
+            code, message = str(error.get("code", code)), str(error.get("message", message))
+        except (ValueError, AttributeError):
+            pass
+        status = response.status_code
+        cls: type[APIError] = APIError
+        if status == 401:
+            cls = AuthenticationError
+        elif status == 404:
+            cls = NotFoundError
+        elif status == 409:
+            cls = ConflictError
+        elif status in (400, 413, 422):
+            cls = InvalidRequestError
+        elif status >= 500:
+            cls = ServerError
+        raise cls(status, code, message)
+
+    @staticmethod
+    def _retryable(exc: Exception) -> bool:
+        return isinstance(exc, httpx.TransportError | GatewayConnectionError) or (
+            isinstance(exc, ServerError) and exc.status in (502, 503, 504)
+        )
+
+    def _connection_error(self, exc: Exception) -> Exception:
+        if isinstance(exc, httpx.TransportError):
+            return GatewayConnectionError(f"cannot reach the gateway at {self.base_url}: {exc}")
+        return exc
+
+    # -- gating -------------------------------------------------------------------------------------------
+
+    def _gate_call(self, fn_name: str, named: dict[str, Any], opts: ApprovalOptions) -> tuple[Call, str]:
+        """The approval to ask for one call of a gated function, and the key that numbers its occurrences.
+
+        Identical calls in one run share a call id until one of them is decided; the next identical call then
+        asks again. So a call that timed out resumes the same request when made again, and a restarted agent
+        replaying its calls finds the same requests in the same order.
+        """
+        key = canonical([fn_name, named])
+        with self._lock:
+            occurrence = self._decided[key]
+        call_id = derive_call_id(self.run_id, fn_name, named, occurrence)
+        return self._approval_call(fn_name, named, opts, call_id=call_id), key
+
+    def _gate_question(self, message: str, opts: QuestionOptions) -> tuple[Call, str]:
+        """As ``_gate_call``, for the human tool: the same question asked again resumes until answered."""
+        key = canonical(["ask", message])
+        with self._lock:
+            occurrence = self._decided[key]
+        call_id = derive_call_id(self.run_id, "ask", {"message": message}, occurrence)
+        return self._question_call(message, opts, call_id=call_id), key
+
+    def _consume(self, key: str) -> None:
+        with self._lock:
+            self._decided[key] += 1
+
+    def _gate_outcome(self, fn_name: str, approval: Approval, opts: ApprovalOptions) -> RunIt | str:
+        """Run the function, or the message its caller (often an LLM) gets instead, or raise when asked to."""
+        if approval.status == "approved":
+            return RunIt()
+        if approval.status == "rejected":
+            comment = approval.comment or ""
+            if approval.reject_option and not comment:
+                comment = approval.reject_option
+            message = f"User denied {fn_name} with message: {comment}"
+            if opts.raise_on_reject:
+                raise ApprovalRejectedError(message, fn_name, approval)
+            return message
+        if approval.status == "expired":
+            message = f"The request to run {fn_name} expired before anyone approved it; {fn_name} was not run."
+            if opts.raise_on_reject:
+                raise RequestExpiredError(message, fn_name, approval)
+            return message
+        message = f"The request to run {fn_name} was cancelled; {fn_name} was not run."
+        if opts.raise_on_reject:
+            raise RequestCancelledError(message, fn_name, approval)
+        return message
+
+    @staticmethod
+    def _gate_timeout(fn_name: str, exc: WaitTimeoutError, opts: ApprovalOptions) -> str:
+        if opts.raise_on_reject:
+            raise exc
+        return (
+            f"No decision on {fn_name} within {exc.timeout:g} s; {fn_name} was not run. The request is still "
+            f"pending: calling {fn_name} again with the same arguments resumes it."
+        )
+
+    @staticmethod
+    def _answer_text(question: Question, opts: QuestionOptions) -> str:
+        if question.status == "answered":
+            # An option's answer carries the option's title as its text; a free answer, the human's words.
+            return question.response or question.response_option or ""
+        message = f"No human answered: the question was {question.status}."
+        if opts.raise_on_expiry:
+            cls = RequestExpiredError if question.status == "expired" else RequestCancelledError
+            raise cls(message, "ask_human", question)
+        return message
+
+    @staticmethod
+    def _answer_timeout(exc: WaitTimeoutError, opts: QuestionOptions) -> str:
+        if opts.raise_on_expiry:
+            raise exc
+        return f"No human answer within {exc.timeout:g} s. The question is still open: asking it again resumes it."
+
+
+def check_async(fn: Callable[..., Any], want_async: bool, client: str) -> None:
+    if inspect.iscoroutinefunction(fn) != want_async:
+        kind = "an async" if inspect.iscoroutinefunction(fn) else "a plain"
+        other = "Gateway" if client == "AsyncGateway" else "AsyncGateway"
+        raise TypeError(f"{client} cannot gate {kind} function ({fn.__qualname__}); use {other}")

@@ -1,0 +1,117 @@
+"""The contract's Approval and Question, as read by the client (unknown fields kept in ``raw``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+FINAL = frozenset({"approved", "rejected", "answered", "expired", "cancelled"})
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class Response:
+    approver: str
+    decision: str
+    comment: str | None
+    via: str
+    at: datetime | None
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: str
+    call_id: str
+    run_id: str | None
+    fn: str
+    kwargs: dict[str, Any]
+    status: str
+    comment: str | None
+    reject_option: str | None
+    decided_by: str | None
+    decided_via: str | None
+    created_at: datetime | None
+    decided_at: datetime | None
+    expires_at: datetime | None
+    responses: list[Response]
+    state: Any
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def pending(self) -> bool:
+        return self.status not in FINAL
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "approved"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Approval:
+        return cls(
+            id=data["id"],
+            call_id=data.get("call_id", ""),
+            run_id=data.get("run_id"),
+            fn=data.get("fn", ""),
+            kwargs=data.get("kwargs") or {},
+            status=data["status"],
+            comment=data.get("comment"),
+            reject_option=data.get("reject_option"),
+            decided_by=data.get("decided_by"),
+            decided_via=data.get("decided_via"),
+            created_at=_time(data.get("created_at")),
+            decided_at=_time(data.get("decided_at")),
+            expires_at=_time(data.get("expires_at")),
+            responses=[
+                Response(
+                    r.get("approver", ""), r.get("decision", ""), r.get("comment"), r.get("via", ""), _time(r.get("at"))
+                )
+                for r in data.get("responses") or []
+            ],
+            state=data.get("state"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    call_id: str
+    run_id: str | None
+    message: str
+    status: str
+    response: str | None
+    response_option: str | None
+    responded_by: str | None
+    responded_via: str | None
+    created_at: datetime | None
+    responded_at: datetime | None
+    expires_at: datetime | None
+    state: Any
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def pending(self) -> bool:
+        return self.status not in FINAL
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Question:
+        return cls(
+            id=data["id"],
+            call_id=data.get("call_id", ""),
+            run_id=data.get("run_id"),
+            message=data.get("message", ""),
+            status=data["status"],
+            response=data.get("response"),
+            response_option=data.get("response_option"),
+            responded_by=data.get("responded_by"),
+            responded_via=data.get("responded_via"),
+            created_at=_time(data.get("created_at")),
+            responded_at=_time(data.get("responded_at")),
+            expires_at=_time(data.get("expires_at")),
+            state=data.get("state"),
+            raw=data,
+        )

@@ -1,0 +1,265 @@
+"""The blocking client against a real `gateway dev` process: mail captured, links clicked, decisions waited for."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.client import (
+    ApprovalRejectedError,
+    Gateway,
+    HumanTool,
+    RequestExpiredError,
+    WaitTimeoutError,
+    openai_tool,
+)
+from tests.processes import DEV_KEY, clean_env, click, dev_process, link, mails_to, wait_for_mail
+
+Dev = tuple[str, subprocess.Popen[str]]
+
+
+def address() -> str:
+    return f"boss-{uuid.uuid4().hex[:8]}@example.com"
+
+
+def in_background(fn: Callable[[], Any]) -> Future[Any]:
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(fn)
+    pool.shutdown(wait=False)
+    return future
+
+
+@pytest.fixture
+def gw(dev_gateway: Dev) -> Gateway:
+    return Gateway(dev_gateway[0], DEV_KEY, run_id=f"run-{uuid.uuid4().hex[:6]}")
+
+
+def test_approved_function_runs_with_its_arguments(dev_gateway: Dev, gw: Gateway) -> None:
+    base, _ = dev_gateway
+    boss, ran = address(), []
+
+    @gw.require_approval(boss, subject="Refund?", context="Over the limit")
+    def refund(customer: str, amount: int, note: str = "sorry") -> str:
+        """Refund a customer."""
+        ran.append((customer, amount, note))
+        return f"refunded {amount}"
+
+    assert refund.__name__ == "refund" and refund.__doc__ == "Refund a customer."
+    result = in_background(lambda: refund("ann@example.com", 40))
+    (mail,) = wait_for_mail(base, boss)
+    assert mail["subject"].startswith("Refund?")
+    assert not result.done() and ran == []  # nothing runs before the human decides
+    assert click(link(mail, "/approve"), decision="approve").status_code == 303
+    assert result.result(10) == "refunded 40"
+    assert ran == [("ann@example.com", 40, "sorry")]
+    assert len(mails_to(base, boss)) == 1
+    raw = httpx.get(f"{base}/dev/messages/{mail['id']}.eml").text
+    assert "customer" in raw and "ann@example.com" in raw and "note" in raw  # positional arguments, by name
+
+
+def test_rejected_function_does_not_run_and_returns_the_feedback(dev_gateway: Dev, gw: Gateway) -> None:
+    base, _ = dev_gateway
+    boss, ran = address(), []
+
+    @gw.require_approval(boss)
+    def send_email(to: str, body: str) -> str:
+        ran.append(to)
+        return "sent"
+
+    result = in_background(lambda: send_email("c@example.com", body="Hi"))
+    (mail,) = wait_for_mail(base, boss)
+    click(link(mail, "/reject"), decision="reject", comment="Too informal, use their title")
+    assert result.result(10) == "User denied send_email with message: Too informal, use their title"
+    assert ran == []
+
+
+def test_raise_on_reject_raises_with_the_comment(dev_gateway: Dev, gw: Gateway) -> None:
+    base, _ = dev_gateway
+    boss = address()
+
+    @gw.require_approval(boss, raise_on_reject=True)
+    def delete_records(table: str) -> None:
+        raise AssertionError("must not run")
+
+    result = in_background(lambda: delete_records("users"))
+    (mail,) = wait_for_mail(base, boss)
+    click(link(mail, "/reject"), decision="reject", comment="Never on prod")
+    with pytest.raises(ApprovalRejectedError) as caught:
+        result.result(10)
+    assert caught.value.comment == "Never on prod" and caught.value.fn == "delete_records"
+    assert caught.value.request.status == "rejected"
+
+
+def test_expired_request_does_not_run(dev_gateway: Dev, gw: Gateway) -> None:
+    boss = address()
+
+    @gw.require_approval(boss, expires_in=1)
+    def transfer(amount: int) -> str:
+        raise AssertionError("must not run")
+
+    started = time.monotonic()
+    assert transfer(10) == "The request to run transfer expired before anyone approved it; transfer was not run."
+    assert time.monotonic() - started < 5
+
+    @gw.require_approval(boss, expires_in=1, raise_on_reject=True)
+    def transfer_strict(amount: int) -> str:
+        raise AssertionError("must not run")
+
+    with pytest.raises(RequestExpiredError):
+        transfer_strict(10)
+
+
+def test_timeout_returns_and_calling_again_resumes_the_same_request(dev_gateway: Dev, gw: Gateway) -> None:
+    base, _ = dev_gateway
+    boss = address()
+
+    @gw.require_approval(boss, timeout=1)
+    def publish(post: str) -> str:
+        return f"published {post}"
+
+    first = publish("hello")
+    assert first.startswith("No decision on publish within 1 s; publish was not run.")
+    (mail,) = wait_for_mail(base, boss)
+    again = in_background(lambda: publish("hello"))
+    time.sleep(0.3)
+    click(link(mail, "/approve"), decision="approve")
+    assert again.result(10) == "published hello"
+    assert len(mails_to(base, boss)) == 1  # resumed, not asked twice
+    # Decided once: the next identical call in this run is a new request, with its own mail.
+    third = in_background(lambda: publish("hello"))
+    mails = wait_for_mail(base, boss, count=2)
+    click(link(mails[0], "/reject"), decision="reject", comment="once is enough")
+    assert third.result(10) == "User denied publish with message: once is enough"
+
+
+def test_handles_wait_and_raise_on_timeout(dev_gateway: Dev, gw: Gateway) -> None:
+    base, _ = dev_gateway
+    boss = address()
+    handle = gw.request_approval("wire_money", {"amount": 5}, boss)
+    again = gw.request_approval("wire_money", {"amount": 5}, boss)  # same run, fn and arguments: same request
+    assert again.id == handle.id and handle.call_id.startswith("auto-")
+    with pytest.raises(WaitTimeoutError) as caught:
+        handle.wait(timeout=0.5)
+    assert caught.value.request_id == handle.id
+    (mail,) = wait_for_mail(base, boss)
+    waiting = in_background(lambda: handle.wait(timeout=20))
+    time.sleep(0.2)
+    click(link(mail, "/approve"), decision="approve")
+    assert waiting.result(10).status == "approved"
+    assert handle.cancel  # a decided request cannot be cancelled: the gateway says so
+    with pytest.raises(Exception, match="409"):
+        handle.cancel()
+
+
+def test_human_as_tool_answered_on_the_page(dev_gateway: Dev, gw: Gateway) -> None:
+    base, _ = dev_gateway
+    boss = address()
+    ask_human = gw.human_as_tool(boss, context="Drafting replies")
+    assert isinstance(ask_human, HumanTool)
+    definition = openai_tool(ask_human)
+    assert definition["function"]["name"] == "ask_human"
+    assert definition["function"]["parameters"]["required"] == ["message"]
+    answer = in_background(lambda: ask_human("Which tone for the investor update?"))
+    (mail,) = wait_for_mail(base, boss)
+    assert click(link(mail, "/answer"), response="Warm but brief.").status_code == 303
+    assert answer.result(10) == "Warm but brief."
+
+
+def test_question_options_through_a_handle(dev_gateway: Dev, gw: Gateway) -> None:
+    base, _ = dev_gateway
+    boss = address()
+    handle = gw.ask("Ship on Friday?", boss, response_options=[{"name": "yes", "title": "Ship it"}, "no"])
+    (mail,) = wait_for_mail(base, boss)
+    click(link(mail, "/option/yes"), option="yes")
+    question = handle.wait(timeout=10)
+    assert question.status == "answered" and question.response_option == "yes" and question.responded_by == boss
+
+
+def test_a_wait_survives_the_gateway_restarting(tmp_path: Path) -> None:
+    """The long-poll's connection drops with the server; the client reconnects and still gets the decision."""
+    with dev_process(tmp_path) as (base, _proc):
+        port = int(base.rsplit(":", 1)[1])
+        gw = Gateway(base, DEV_KEY)
+        boss = address()
+        handle = gw.request_approval("deploy", {"env": "prod"}, boss)
+        (mail,) = wait_for_mail(base, boss)
+        waiting = in_background(lambda: handle.wait(timeout=60))
+        time.sleep(0.3)
+    assert not waiting.done()
+    with dev_process(tmp_path, port) as (base, _proc):
+        click(link(mail, "/approve"), decision="approve")
+        assert waiting.result(15).status == "approved"
+
+
+AGENT = textwrap.dedent(
+    """
+    import sys
+    from gateway.client import Gateway
+
+    gw = Gateway()
+
+    @gw.require_approval(sys.argv[1])
+    def send_report(quarter: str) -> str:
+        return "report sent for " + quarter
+
+    print(send_report("Q3"), flush=True)
+    """
+)
+
+
+def test_a_killed_agent_resumes_its_wait_without_a_second_email(dev_gateway: Dev, tmp_path: Path) -> None:
+    base, _ = dev_gateway
+    boss = address()
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT)
+    env = clean_env(GATEWAY_URL=base, GATEWAY_API_KEY=DEV_KEY, GATEWAY_RUN_ID="nightly-2026-11-21")
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(script), boss], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    first = start()
+    wait_for_mail(base, boss)
+    _wait_for_waiters(base, 1)
+    first.kill()
+    first.wait()
+    second = start()
+    _wait_for_waiters(base, 1)
+    assert len(mails_to(base, boss)) == 1  # resumed: no second email
+    click(link(mails_to(base, boss)[0], "/approve"), decision="approve")
+    out, err = second.communicate(timeout=20)
+    assert second.returncode == 0, err
+    assert out.strip() == "report sent for Q3"
+    assert len(mails_to(base, boss)) == 1
+
+
+def _wait_for_waiters(base: str, count: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{base}/healthz").json().get("waiters") == count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} waiting agent(s)")
+
+
+def test_one_waiting_agent_holds_one_long_poll(dev_gateway: Dev, gw: Gateway) -> None:
+    """While it waits, the client holds one long-poll at a time and renews it; it never polls in a loop."""
+    base, _ = dev_gateway
+    sent: list[str] = []
+    gw._http.event_hooks["request"].append(lambda request: sent.append(str(request.url)))
+    handle = gw.request_approval("noop", {}, address())
+    with pytest.raises(WaitTimeoutError):
+        handle.wait(timeout=3.5)
+    polls = [url for url in sent if "wait=" in url]
+    assert polls == [f"{base}/v1/approvals/{handle.id}?wait=3.5"]  # one request held the whole 3.5 s
