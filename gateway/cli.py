@@ -38,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
     parse = sub.add_parser("parse-reply", help="show what the gateway reads from one email (.eml)")
     parse.add_argument("file", help="an RFC 822 message; - reads standard input")
 
+    mcp = sub.add_parser("mcp", help="serve request_approval and ask_human to an MCP client over stdio")
+    mcp.add_argument(
+        "--to",
+        action="append",
+        default=None,
+        help="who is asked (repeatable; default $GATEWAY_MCP_TO)",
+    )
+    mcp.add_argument("--url", default=None, help="the gateway (default $GATEWAY_URL)")
+    mcp.add_argument("--timeout", type=float, default=None, help="seconds a tool waits for a human (default: no limit)")
+    mcp.add_argument("--expires-in", type=int, default=None, help="seconds before a request expires")
+
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create an API key and print it once")
@@ -74,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keys_create(args.name)
         if args.command == "parse-reply":
             return _parse_reply(args.file)
+        if args.command == "mcp":
+            return _mcp(args)
     except ConfigError as exc:
         return _fail_config(exc)
     except KeyboardInterrupt:
@@ -239,3 +252,22 @@ def _safe_url(settings: Settings) -> str:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    to = [a.strip() for value in (args.to or [os.environ.get("GATEWAY_MCP_TO", "")]) for a in value.split(",")]
+    to = [a for a in to if a]
+    if not to:
+        print("gateway mcp: say who is asked: --to ADDRESS or GATEWAY_MCP_TO", file=sys.stderr)
+        return 2
+    if not os.environ.get("GATEWAY_API_KEY"):
+        print("gateway mcp: set GATEWAY_API_KEY (and GATEWAY_URL) to the gateway's", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # stdout carries the protocol
+    try:
+        from gateway.mcp_server import serve_stdio
+    except ImportError:
+        print("gateway mcp: the MCP server needs the mcp extra: pip install 'gateway[mcp]'", file=sys.stderr)
+        return 2
+    asyncio.run(serve_stdio(to, base_url=args.url, wait_for=args.timeout, expires_in=args.expires_in))
+    return 0

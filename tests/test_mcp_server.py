@@ -1,0 +1,67 @@
+"""`gateway mcp` as an MCP client sees it: a real stdio subprocess, tools listed and called, a human answering."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from tests.processes import DEV_KEY, clean_env, click, link, wait_for_mail
+
+Dev = tuple[str, subprocess.Popen[str]]
+
+
+async def human(base: str, boss: str, ending: str, count: int = 1, **fields: str) -> None:
+    mail = (await asyncio.to_thread(wait_for_mail, base, boss, count))[0]  # newest first
+    assert (await asyncio.to_thread(click, link(mail, ending), **fields)).status_code == 303
+
+
+def text_of(result: object) -> str:
+    return "".join(getattr(part, "text", "") for part in getattr(result, "content", []))
+
+
+async def test_tools_listed_and_answered_by_a_human(dev_gateway: Dev) -> None:
+    base, _ = dev_gateway
+    boss = f"boss-{uuid.uuid4().hex[:8]}@example.com"
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "gateway", "mcp", "--to", boss],
+        env=clean_env(GATEWAY_URL=base, GATEWAY_API_KEY=DEV_KEY),
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        assert set(tools) == {"request_approval", "ask_human"}
+        assert tools["ask_human"].input_schema["required"] == ["message"]
+
+        answer, _ = await asyncio.gather(
+            session.call_tool("ask_human", {"message": "Which city for the offsite?"}),
+            human(base, boss, "/answer", response="Lisbon"),
+        )
+        assert text_of(answer) == "Lisbon"
+
+        approved, _ = await asyncio.gather(
+            session.call_tool(
+                "request_approval", {"fn": "book_venue", "kwargs": {"city": "Lisbon"}, "reason": "offsite"}
+            ),
+            human(base, boss, "/approve", count=2, decision="approve"),
+        )
+        assert text_of(approved) == f"Approved by {boss}: go ahead with book_venue."
+
+
+def test_mcp_needs_recipients_and_a_key() -> None:
+    no_to = subprocess.run(
+        [sys.executable, "-m", "gateway", "mcp"], env=clean_env(GATEWAY_API_KEY=DEV_KEY), capture_output=True, text=True
+    )
+    assert no_to.returncode == 2 and "--to" in no_to.stderr
+    no_key = subprocess.run(
+        [sys.executable, "-m", "gateway", "mcp", "--to", "a@example.com"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert no_key.returncode == 2 and "GATEWAY_API_KEY" in no_key.stderr
