@@ -17,6 +17,7 @@ import pytest
 
 from gateway.client import (
     ApprovalRejectedError,
+    ConflictError,
     Gateway,
     HumanTool,
     RequestExpiredError,
@@ -156,9 +157,9 @@ def test_handles_wait_and_raise_on_timeout(dev_gateway: Dev, gw: Gateway) -> Non
     time.sleep(0.2)
     click(link(mail, "/approve"), decision="approve")
     assert waiting.result(10).status == "approved"
-    assert handle.cancel  # a decided request cannot be cancelled: the gateway says so
-    with pytest.raises(Exception, match="409"):
+    with pytest.raises(ConflictError) as caught:  # a decided request cannot be cancelled: the gateway says so
         handle.cancel()
+    assert caught.value.status == 409
 
 
 def test_human_as_tool_answered_on_the_page(dev_gateway: Dev, gw: Gateway) -> None:

@@ -260,7 +260,9 @@ class AsyncApprovalHandle:
         return self.approval
 
     async def cancel(self) -> Approval:
-        self.approval = Approval.from_json(await self._gateway._send(Call("POST", f"/v1/approvals/{self.id}/cancel")))
+        self.approval = Approval.from_json(
+            await self._gateway._send(Call("POST", f"/v1/approvals/{self.id}/cancel", retry=False))
+        )
         return self.approval
 
 
@@ -286,5 +288,7 @@ class AsyncQuestionHandle:
         return self.question
 
     async def cancel(self) -> Question:
-        self.question = Question.from_json(await self._gateway._send(Call("POST", f"/v1/questions/{self.id}/cancel")))
+        self.question = Question.from_json(
+            await self._gateway._send(Call("POST", f"/v1/questions/{self.id}/cancel", retry=False))
+        )
         return self.question

@@ -250,7 +250,9 @@ class ApprovalHandle:
         return self.approval
 
     def cancel(self) -> Approval:
-        self.approval = Approval.from_json(self._gateway._send(Call("POST", f"/v1/approvals/{self.id}/cancel")))
+        self.approval = Approval.from_json(
+            self._gateway._send(Call("POST", f"/v1/approvals/{self.id}/cancel", retry=False))
+        )
         return self.approval
 
 
@@ -276,5 +278,7 @@ class QuestionHandle:
         return self.question
 
     def cancel(self) -> Question:
-        self.question = Question.from_json(self._gateway._send(Call("POST", f"/v1/questions/{self.id}/cancel")))
+        self.question = Question.from_json(
+            self._gateway._send(Call("POST", f"/v1/questions/{self.id}/cancel", retry=False))
+        )
         return self.question
