@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 from uuid import UUID
 
 import httpx
@@ -107,6 +107,11 @@ def _options(options: Sequence[str | dict[str, Any]] | None) -> list[dict[str, A
     if not options:
         return None
     return [{"name": o} if isinstance(o, str) else dict(o) for o in options]
+
+
+def _optional(body: dict[str, Any], **fields: Any) -> None:
+    """Add the fields that are set; the gateway's defaults stand for the rest."""
+    body.update({name: value for name, value in fields.items() if value is not None})
 
 
 @dataclass
@@ -250,14 +255,8 @@ class BaseGateway:
             "run_id": run,
             "policy": opts.policy,
         }
-        if opts.reject_options:
-            body["reject_options"] = _options(opts.reject_options)
-        if opts.expires_in is not None:
-            body["expires_in"] = opts.expires_in
-        if state is not None:
-            body["state"] = state
-        if callback_url is not None:
-            body["callback_url"] = callback_url
+        _optional(body, reject_options=_options(opts.reject_options), expires_in=opts.expires_in, state=state)
+        _optional(body, callback_url=callback_url)
         return Call("POST", "/v1/approvals", json=body)
 
     def _question_call(
@@ -277,14 +276,8 @@ class BaseGateway:
             "call_id": call_id or derive_call_id(run, "ask", {"message": message}),
             "run_id": run,
         }
-        if opts.response_options:
-            body["response_options"] = _options(opts.response_options)
-        if opts.expires_in is not None:
-            body["expires_in"] = opts.expires_in
-        if state is not None:
-            body["state"] = state
-        if callback_url is not None:
-            body["callback_url"] = callback_url
+        _optional(body, response_options=_options(opts.response_options), expires_in=opts.expires_in, state=state)
+        _optional(body, callback_url=callback_url)
         return Call("POST", "/v1/questions", json=body)
 
     # -- answers ------------------------------------------------------------------------------------------
@@ -336,19 +329,19 @@ class BaseGateway:
         asks again. So a call that timed out resumes the same request when made again, and a restarted agent
         replaying its calls finds the same requests in the same order.
         """
-        key = canonical([fn_name, named])
-        with self._lock:
-            occurrence = self._decided[key]
-        call_id = derive_call_id(self.run_id, fn_name, named, occurrence)
+        call_id, key = self._numbered_call_id(fn_name, named)
         return self._approval_call(fn_name, named, opts, call_id=call_id), key
 
     def _gate_question(self, message: str, opts: QuestionOptions) -> tuple[Call, str]:
         """As ``_gate_call``, for the human tool: the same question asked again resumes until answered."""
-        key = canonical(["ask", message])
+        call_id, key = self._numbered_call_id("ask", {"message": message})
+        return self._question_call(message, opts, call_id=call_id), key
+
+    def _numbered_call_id(self, fn: str, named: dict[str, Any]) -> tuple[str, str]:
+        key = canonical([fn, named])
         with self._lock:
             occurrence = self._decided[key]
-        call_id = derive_call_id(self.run_id, "ask", {"message": message}, occurrence)
-        return self._question_call(message, opts, call_id=call_id), key
+        return derive_call_id(self.run_id, fn, named, occurrence), key
 
     def _consume(self, key: str) -> None:
         with self._lock:
@@ -401,6 +394,42 @@ class BaseGateway:
         if opts.raise_on_expiry:
             raise exc
         return f"No human answer within {exc.timeout:g} s. The question is still open: asking it again resumes it."
+
+
+Request = TypeVar("Request", bound=Approval | Question)
+
+
+class HandleBase(Generic[Request]):
+    """What a handle is, for either client: the request as last seen, and the calls that refresh it."""
+
+    _model: type[Request]
+    _collection: str  # "/v1/approvals" or "/v1/questions"
+
+    def __init__(self, request: Request) -> None:
+        self._request: Request = request
+
+    @property
+    def id(self) -> str:
+        return self._request.id
+
+    @property
+    def call_id(self) -> str:
+        return self._request.call_id
+
+    @property
+    def path(self) -> str:
+        return f"{self._collection}/{self.id}"
+
+    def _refresh_call(self) -> Call:
+        return Call("GET", self.path)
+
+    def _cancel_call(self) -> Call:
+        # Not retried: a cancel that landed before the connection dropped would come back as a conflict.
+        return Call("POST", f"{self.path}/cancel", retry=False)
+
+    def _update(self, data: dict[str, Any]) -> Request:
+        self._request = cast(Request, self._model.from_json(data))
+        return self._request
 
 
 def check_async(fn: Callable[..., Any], want_async: bool, client: str) -> None:

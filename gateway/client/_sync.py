@@ -15,8 +15,10 @@ from gateway.client._base import (
     Backoff,
     BaseGateway,
     Call,
+    HandleBase,
     QuestionOptions,
     Recipients,
+    Request,
     RunIt,
     WaitPlan,
     _jsonable,
@@ -227,58 +229,35 @@ class Gateway(BaseGateway):
         return HumanTool(ask_human, name=name, description=description)
 
 
-class ApprovalHandle:
-    def __init__(self, gateway: Gateway, approval: Approval) -> None:
-        self._gateway, self.approval = gateway, approval
+class _Handle(HandleBase[Request]):
+    def __init__(self, gateway: Gateway, request: Request) -> None:
+        super().__init__(request)
+        self._gateway = gateway
+
+    def refresh(self) -> Request:
+        return self._update(self._gateway._send(self._refresh_call()))
+
+    def wait(self, timeout: float | None = None) -> Request:
+        """The request once it leaves pending; ``WaitTimeoutError`` if ``timeout`` seconds pass first."""
+        if self._request.pending:
+            self._update(self._gateway._wait(self.path, self.id, timeout))
+        return self._request
+
+    def cancel(self) -> Request:
+        return self._update(self._gateway._send(self._cancel_call()))
+
+
+class ApprovalHandle(_Handle[Approval]):
+    _model, _collection = Approval, "/v1/approvals"
 
     @property
-    def id(self) -> str:
-        return self.approval.id
+    def approval(self) -> Approval:
+        return self._request
+
+
+class QuestionHandle(_Handle[Question]):
+    _model, _collection = Question, "/v1/questions"
 
     @property
-    def call_id(self) -> str:
-        return self.approval.call_id
-
-    def refresh(self) -> Approval:
-        self.approval = Approval.from_json(self._gateway._send(Call("GET", f"/v1/approvals/{self.id}")))
-        return self.approval
-
-    def wait(self, timeout: float | None = None) -> Approval:
-        """The approval once it leaves pending; ``WaitTimeoutError`` if ``timeout`` seconds pass first."""
-        if self.approval.pending:
-            self.approval = Approval.from_json(self._gateway._wait(f"/v1/approvals/{self.id}", self.id, timeout))
-        return self.approval
-
-    def cancel(self) -> Approval:
-        self.approval = Approval.from_json(
-            self._gateway._send(Call("POST", f"/v1/approvals/{self.id}/cancel", retry=False))
-        )
-        return self.approval
-
-
-class QuestionHandle:
-    def __init__(self, gateway: Gateway, question: Question) -> None:
-        self._gateway, self.question = gateway, question
-
-    @property
-    def id(self) -> str:
-        return self.question.id
-
-    @property
-    def call_id(self) -> str:
-        return self.question.call_id
-
-    def refresh(self) -> Question:
-        self.question = Question.from_json(self._gateway._send(Call("GET", f"/v1/questions/{self.id}")))
-        return self.question
-
-    def wait(self, timeout: float | None = None) -> Question:
-        if self.question.pending:
-            self.question = Question.from_json(self._gateway._wait(f"/v1/questions/{self.id}", self.id, timeout))
-        return self.question
-
-    def cancel(self) -> Question:
-        self.question = Question.from_json(
-            self._gateway._send(Call("POST", f"/v1/questions/{self.id}/cancel", retry=False))
-        )
-        return self.question
+    def question(self) -> Question:
+        return self._request
