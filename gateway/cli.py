@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument("--timeout", type=float, default=None, help="seconds a tool waits for a human (default: no limit)")
     mcp.add_argument("--expires-in", type=int, default=None, help="seconds before a request expires")
 
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="check every request's hash chain; exit 1 if any is broken")
+    verify.add_argument("--request", default=None, help="check only this request")
+
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create an API key and print it once")
@@ -87,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _parse_reply(args.file)
         if args.command == "mcp":
             return _mcp(args)
+        if args.command == "audit":
+            return _audit_verify(args.request)
     except ConfigError as exc:
         return _fail_config(exc)
     except KeyboardInterrupt:
@@ -250,10 +257,6 @@ def _safe_url(settings: Settings) -> str:
     return make_url(settings.async_database_url).render_as_string(hide_password=True)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _mcp(args: argparse.Namespace) -> int:
     to = [a.strip() for value in (args.to or [os.environ.get("GATEWAY_MCP_TO", "")]) for a in value.split(",")]
     to = [a for a in to if a]
@@ -271,3 +274,30 @@ def _mcp(args: argparse.Namespace) -> int:
         return 2
     asyncio.run(serve_stdio(to, base_url=args.url, wait_for=args.timeout, expires_in=args.expires_in))
     return 0
+
+
+def _audit_verify(request_id: str | None) -> int:
+    from gateway import audit
+    from gateway.db import Database
+
+    settings = load_settings("tool")
+
+    async def run() -> tuple[int, int, list[audit.Break]]:
+        db = Database(settings.async_database_url)
+        try:
+            async with db.read() as session:
+                return await audit.verify(session, request_id)
+        finally:
+            await db.dispose()
+
+    requests, events, breaks = asyncio.run(run())
+    for b in breaks:
+        where = f"event #{b.seq}" if b.seq is not None else f"event id {b.event_id}"
+        print(f"BROKEN {b.request_id} {where} (id {b.event_id}): {b.problem}")
+    verdict = "intact" if not breaks else f"{len(breaks)} break(s)"
+    print(f"audit: {requests} request(s), {events} event(s) checked: {verdict}")
+    return 0 if not breaks else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

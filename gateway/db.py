@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import _sqlite_inline
+from gateway import _sqlite_inline, audit
 from gateway.models import column_values
 from gateway.settings import normalise_database_url
 
@@ -67,6 +67,7 @@ def _begin_immediate(conn: Any) -> None:
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalise_database_url(url)
+        audit.install()
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             # Statements run on the loop's thread (no aiosqlite hop); a fixed pool of cheap connections, one

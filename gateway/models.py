@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -119,6 +120,7 @@ class Request(SQLModel, table=True):  # type: ignore[no-redef]
     __table_args__ = (
         UniqueConstraint("api_key_id", "call_id", name="uq_requests_key_call"),
         Index("ix_requests_key_created", "api_key_id", "created_at"),
+        Index("ix_requests_due", "status", "next_due_at"),
     )
 
     id: str = Field(primary_key=True)
@@ -144,6 +146,14 @@ class Request(SQLModel, table=True):  # type: ignore[no-redef]
     state: dict[str, Any] | None = _json()
     callback_url: str | None = None
     content_hash: str
+    # The lifecycle: when the scheduler must next look at this request (the earliest of its expiry, next
+    # reminder and escalation), and what it has done so far.
+    next_due_at: datetime | None = _dt()
+    reminders: dict[str, Any] | None = _json()  # {"first_after": s, "every": s | None, "max": n}
+    reminders_sent: int = 0
+    escalation: dict[str, Any] | None = _json()  # {"after": s, "to": [address]}
+    escalated_at: datetime | None = _dt()
+    callback_responses: bool = False
 
 
 class Recipient(SQLModel, table=True):
@@ -156,6 +166,7 @@ class Recipient(SQLModel, table=True):
     address: str = Field(index=True)
     role: str = "to"
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    escalated: bool = False  # added by escalation: decides like the others, but an ``all`` does not wait for it
 
 
 class Response(SQLModel, table=True):
@@ -198,9 +209,11 @@ class OutboxMessage(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """The audit trail: appended, never updated."""
+    """The audit trail: appended, never updated. Each request's events form a hash chain (see gateway.audit):
+    ``seq`` counts from 1, ``prev_hash`` is the hash of event ``seq - 1``, so an edited or removed row shows."""
 
     __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("request_id", "seq", name="uq_events_request_seq"),)
 
     id: int | None = Field(default=None, primary_key=True)
     request_id: str = Field(foreign_key="requests.id", index=True)
@@ -208,6 +221,9 @@ class Event(SQLModel, table=True):
     type: str
     actor: str | None = None
     data: dict[str, Any] | None = _json()
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
 
 
 class KeyValue(SQLModel, table=True):
@@ -236,3 +252,7 @@ class InboundMessage(SQLModel, table=True):
     outcome: str  # decided | recorded | ignored
     reason: str | None = None
     detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+# Configure the mappers now, so rows made by ``build`` work before any session has touched the schema.
+configure_mappers()

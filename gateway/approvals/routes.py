@@ -99,7 +99,12 @@ def _register(
         request_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)
     ) -> list[EventOut]:
         rows = await service.list_events(svc, who, kind, request_id)
-        return [EventOut(id=e.id or 0, at=e.at, type=e.type, actor=e.actor, data=e.data) for e in rows]
+        return [
+            EventOut(
+                id=e.id or 0, at=e.at, type=e.type, actor=e.actor, data=e.data, seq=e.seq, prev_hash=e.prev_hash, hash=e.hash
+            )
+            for e in rows
+        ]
 
     tags: list[str | Enum] = [plural]
     router.add_api_route(

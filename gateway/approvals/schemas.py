@@ -230,6 +230,9 @@ class EventOut(BaseModel):
     type: str
     actor: str | None
     data: dict[str, Any] | None
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
 
 
 class ErrorBody(BaseModel):

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway import audit
 from gateway.approvals.policy import Outcome, evaluate
 from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
 from gateway.errors import (
@@ -28,6 +29,7 @@ from gateway.errors import (
     NotFoundError,
     NotPendingError,
 )
+from gateway.audit import event
 from gateway.keys import Principal
 from gateway.mail.compose import compose_request_mail
 from gateway.models import Event, OutboxMessage, Recipient, Request, Response, build, new_id, random_token, utcnow
@@ -57,10 +59,6 @@ def content_hash(body: ApprovalCreate | QuestionCreate) -> str:
     data = body.model_dump(mode="json", exclude={"call_id"})
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def event(request_id: str, type_: str, actor: str | None = None, **data: Any) -> Event:
-    return build(Event, request_id=request_id, type=type_, actor=actor, data=data or None)
 
 
 async def _existing(session: AsyncSession, key_id: str, call_id: str) -> Request | None:
@@ -120,6 +118,7 @@ async def create_request(
         event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id) for m in mails
     ]
 
+    audit.seal(events)  # a new request's chain starts here
     try:
         # No SELECT first: a repeated call_id is rare, and the unique constraint finds it for free. Tiers
         # follow the foreign keys; concurrent submissions share one transaction (see GroupCommit).

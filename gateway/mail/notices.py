@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import col, select
 
 from gateway import addresses
-from gateway.approvals.service import event
+from gateway.audit import event
 from gateway.mail import mime
 from gateway.mail.compose import FROM_NAME, new_message_id, subject_for
 from gateway.models import OutboxMessage, Recipient, Request, Response, new_id, utcnow

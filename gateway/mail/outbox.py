@@ -18,7 +18,7 @@ from typing import Protocol
 from sqlalchemy import type_coerce
 from sqlmodel import col, func, select
 
-from gateway.approvals.service import event
+from gateway.audit import event
 from gateway.mail.smtp import DeliveryError
 from gateway.models import OutboxMessage, UTCDateTime, utcnow
 from gateway.services import Services
