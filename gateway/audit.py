@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.orm import Session
+from sqlmodel import col
 from sqlmodel import select as select_rows
 
 from gateway.models import Event, build
@@ -67,14 +68,15 @@ def seal(events: Iterable[Event], tails: dict[str, Tail] | None = None) -> dict[
 
 
 def _tails(session: Session, request_ids: Sequence[str]) -> dict[str, Tail]:
+    table = Event.__table__.c  # type: ignore[attr-defined]
     last = (
-        select(Event.request_id, func.max(Event.seq).label("seq"))
-        .where(Event.request_id.in_(request_ids))  # type: ignore[attr-defined]
-        .group_by(Event.request_id)
+        select(table.request_id, func.max(table.seq).label("seq"))
+        .where(table.request_id.in_(request_ids))
+        .group_by(table.request_id)
         .subquery()
     )
-    query = select(Event.request_id, Event.seq, Event.hash).where(
-        tuple_(Event.request_id, Event.seq).in_(select(last.c.request_id, last.c.seq))
+    query = select(table.request_id, table.seq, table.hash).where(
+        tuple_(table.request_id, table.seq).in_(select(last.c.request_id, last.c.seq))
     )
     return {rid: Tail(seq, digest_) for rid, seq, digest_ in session.execute(query) if seq is not None}
 
@@ -135,11 +137,11 @@ async def verify(session: Any, request_id: str | None = None, batch: int = 5000)
     chain: list[Event] = []
     after: tuple[str, int] | None = None
     while True:
-        query = select_rows(Event).order_by(Event.request_id, Event.id).limit(batch)  # type: ignore[arg-type]
+        query = select_rows(Event).order_by(col(Event.request_id), col(Event.id)).limit(batch)
         if request_id is not None:
             query = query.where(Event.request_id == request_id)
         if after is not None:
-            query = query.where(tuple_(Event.request_id, Event.id) > tuple_(*after))  # type: ignore[arg-type]
+            query = query.where(tuple_(col(Event.request_id), col(Event.id)) > tuple_(*after))
         rows = list((await session.exec(query)).all())
         for ev in rows:
             events += 1

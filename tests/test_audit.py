@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -73,7 +74,7 @@ async def test_every_path_writes_one_unbroken_chain(live: Live) -> None:
     assert types[0] == "created" and "mail_sent" in types and "response" in types and "decided" in types
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["prev_hash"] == audit.GENESIS
-    assert all(b["prev_hash"] == a["hash"] for a, b in zip(events, events[1:], strict=False))
+    assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(events))
 
     async with live.services.db.read() as session:
         requests, count, breaks = await audit.verify(session, approval["id"])

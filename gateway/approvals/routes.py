@@ -101,7 +101,14 @@ def _register(
         rows = await service.list_events(svc, who, kind, request_id)
         return [
             EventOut(
-                id=e.id or 0, at=e.at, type=e.type, actor=e.actor, data=e.data, seq=e.seq, prev_hash=e.prev_hash, hash=e.hash
+                id=e.id or 0,
+                at=e.at,
+                type=e.type,
+                actor=e.actor,
+                data=e.data,
+                seq=e.seq,
+                prev_hash=e.prev_hash,
+                hash=e.hash,
             )
             for e in rows
         ]

@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway import audit
 from gateway.approvals.policy import Outcome, evaluate
 from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
+from gateway.audit import event
 from gateway.errors import (
     AlreadyRespondedError,
     CallIdConflictError,
@@ -29,7 +30,6 @@ from gateway.errors import (
     NotFoundError,
     NotPendingError,
 )
-from gateway.audit import event
 from gateway.keys import Principal
 from gateway.mail.compose import compose_request_mail
 from gateway.models import Event, OutboxMessage, Recipient, Request, Response, build, new_id, random_token, utcnow
