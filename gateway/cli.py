@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-workers", action="store_true", help="run only HTTP; run `gateway worker` apart")
 
-    sub.add_parser("worker", help="only the background workers (outbox sender)")
+    sub.add_parser("worker", help="only the background workers (outbox and webhook senders, poller, scheduler)")
     sub.add_parser("migrate", help="apply the schema migrations")
 
     parse = sub.add_parser("parse-reply", help="show what the gateway reads from one email (.eml)")
@@ -148,6 +148,7 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"  Dev mailbox:  {base}/dev/mailbox", flush=True)
         print(f"  API docs:     {base}/docs", flush=True)
         print(f"  Mail capture: SMTP on 127.0.0.1:{mailbox.port if mailbox else '?'}", flush=True)
+        print(f"  Webhooks:     signed with {svc.settings.webhook_secret}", flush=True)
         print(f"  Database:     {settings.database_url}", flush=True)
 
     runtime = Runtime(settings, dev_mailbox=DevMailbox(base), on_ready=ready)

@@ -222,6 +222,15 @@ def _is_quote_header(chunk: list[str], wrote: set[str]) -> bool:
     return text.endswith(":") and has_date and has_address
 
 
+def _sentence_then_gap(lines: list[str], i: int) -> bool:
+    """A blank line follows line ``i``, which ends a sentence or names no date: text of its own ("No." / "no"),
+    not the first part of a wrapped attribution (those carry the date: "On Mon, 1 Jan 2026 at 10:00,")."""
+    if i + 1 >= len(lines) or lines[i + 1].strip():
+        return False
+    line = lines[i].rstrip()
+    return line.endswith((".", "!", "?")) or not _DATE_HINT_RE.search(line)
+
+
 def _quote_start(lines: list[str], wrote: set[str]) -> int | None:
     """Index of the first line of quoted history, or None. ``wrote``: see _wrote_lines."""
     for i, line in enumerate(lines):
@@ -238,6 +247,8 @@ def _quote_start(lines: list[str], wrote: set[str]) -> int | None:
             chunk = [x for x in lines[i : i + span] if x.strip()]
             if not lines[min(i + span, len(lines)) - 1].strip():
                 continue
+            if len(chunk) > 1 and _sentence_then_gap(lines, i) and _is_quote_header(chunk[-1:], wrote):
+                break  # "No, wrong." + blank + "On … wrote:": the reply's own sentence, then the attribution
             if _is_quote_header(chunk, wrote):
                 return i
         if _FROM_RE.match(line) and _header_block(lines, i):

@@ -16,30 +16,38 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 
 from gateway import migrate
+from gateway.approvals.tasks import Scheduler
 from gateway.db import Database
 from gateway.dev.mailbox import DevMailbox
 from gateway.inbound.poller import ImapPoller
 from gateway.links.tokens import Signer
-from gateway.mail.outbox import OutboxSender
+from gateway.mail.outbox import WEBHOOK, OutboxSender
 from gateway.mail.smtp import SmtpTransport
 from gateway.models import KeyValue
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.templating import make_environment
+from gateway.webhooks.signing import new_secret
+from gateway.webhooks.transport import WebhookTransport
 
 log = logging.getLogger("gateway")
 
 DEV_SECRET = "dev_secret_key"
+DEV_WEBHOOK_SECRET = "dev_webhook_secret"
+
+
+async def _kept(db: Database, key: str, make: Callable[[], str]) -> str:
+    async with db.write() as session:
+        row = await session.get(KeyValue, key)
+        if row is None:
+            row = KeyValue(key=key, value=make())
+            session.add(row)
+        return row.value
 
 
 async def dev_secret(db: Database) -> str:
     """`gateway dev` without GATEWAY_SECRET_KEYS: one random key, kept in the database across restarts."""
-    async with db.write() as session:
-        row = await session.get(KeyValue, DEV_SECRET)
-        if row is None:
-            row = KeyValue(key=DEV_SECRET, value=secrets.token_urlsafe(32))
-            session.add(row)
-        return row.value
+    return await _kept(db, DEV_SECRET, lambda: secrets.token_urlsafe(32))
 
 
 async def upgrade_schema(db: Database) -> None:
@@ -64,6 +72,7 @@ class Runtime:
     on_ready: Callable[[Services], Awaitable[None]] | None = None
     services: Services | None = None
     poller: ImapPoller | None = None
+    scheduler: Scheduler | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> Services:
@@ -76,6 +85,9 @@ class Runtime:
         except Exception:
             await db.dispose()
             raise
+        if self.dev_mailbox is not None and not settings.webhook_secret:
+            # `gateway dev` signs webhooks too, with a kept random secret (printed at start).
+            settings.webhook_secret = await _kept(db, DEV_WEBHOOK_SECRET, new_secret)
         if self.dev_mailbox is not None:
             port = await self.dev_mailbox.start()
             settings.smtp_host, settings.smtp_port, settings.smtp_security = "127.0.0.1", port, "none"
@@ -90,6 +102,10 @@ class Runtime:
         if self.workers:
             sender = OutboxSender(svc, SmtpTransport(settings))
             self._tasks.append(asyncio.create_task(sender.run(), name="outbox-sender"))
+            hooks = OutboxSender(svc, WebhookTransport(settings), channel=WEBHOOK)
+            self._tasks.append(asyncio.create_task(hooks.run(), name="webhook-sender"))
+            self.scheduler = Scheduler(svc)
+            self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
             if settings.imap_host:
                 self.poller = ImapPoller(svc)
                 self._tasks.append(asyncio.create_task(self.poller.run(), name="imap-poller"))

@@ -6,6 +6,7 @@ raises :class:`ConfigError` carrying the variable's name rather than letting a t
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -69,7 +70,31 @@ class Settings(BaseSettings):
     outbox_backoff_max: float = 3600.0
     outbox_batch_size: int = 50
 
-    @field_validator("default_expires_in", "link_max_age", "outbox_max_attempts", "outbox_batch_size")
+    # The life of a request: default reminder schedule and escalation (a request's own settings win).
+    reminder_after: int | None = None
+    reminder_every: int | None = None
+    reminder_max: int = 3
+    escalate_after: int | None = None
+    escalate_to: str = ""
+    scheduler_max_sleep: float = 60.0  # a cap, so requests created by another process are never missed for long
+
+    # Webhooks (Standard Webhooks signatures), for every request's final outcome; per-request callback_url too.
+    webhook_urls: str = ""
+    webhook_secret: str | None = None
+    webhook_responses: bool = False
+    webhook_allow_private: bool = False
+    webhook_timeout: float = 10.0
+
+    @field_validator(
+        "default_expires_in",
+        "link_max_age",
+        "outbox_max_attempts",
+        "outbox_batch_size",
+        "reminder_after",
+        "reminder_every",
+        "reminder_max",
+        "escalate_after",
+    )
     @classmethod
     def _positive(cls, value: int | None) -> int | None:
         if value is not None and value <= 0:
@@ -82,6 +107,14 @@ class Settings(BaseSettings):
     def secret_key_list(self) -> list[str]:
         """All keys verify; the last one signs (itsdangerous treats the list's end as newest)."""
         return [k.strip() for k in (self.secret_keys or "").split(",") if k.strip()]
+
+    @property
+    def escalate_to_list(self) -> list[str]:
+        return [a.strip() for a in self.escalate_to.split(",") if a.strip()]
+
+    @property
+    def webhook_url_list(self) -> list[str]:
+        return [u.strip() for u in self.webhook_urls.split(",") if u.strip()]
 
     @property
     def trusted_authserv_id_list(self) -> list[str]:
@@ -149,6 +182,21 @@ class Settings(BaseSettings):
             )
         if self.templates_dir is not None and not self.templates_dir.is_dir():
             raise ConfigError(_env("templates_dir"), f"{self.templates_dir} is not a directory")
+        if self.escalate_after and not self.escalate_to_list:
+            raise ConfigError(_env("escalate_to"), "ESCALATE_AFTER is set, so say who is added: ESCALATE_TO")
+        for address in self.escalate_to_list:
+            if not _looks_like_address(address):
+                raise ConfigError(_env("escalate_to"), f"{address!r} is not an email address")
+        if self.reminder_every and not self.reminder_after:
+            raise ConfigError(_env("reminder_after"), "REMINDER_EVERY needs REMINDER_AFTER (when the first goes out)")
+        for url in self.webhook_url_list:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(_env("webhook_urls"), f"{url!r} is not an absolute http:// or https:// URL")
+        if self.webhook_secret is not None and not _is_webhook_secret(self.webhook_secret):
+            raise ConfigError(_env("webhook_secret"), "must be whsec_ followed by base64 of at least 24 random bytes")
+        if self.webhook_url_list and not self.webhook_secret:
+            raise ConfigError(_env("webhook_secret"), "WEBHOOK_URLS is set, so the secret that signs them is needed")
         url = self.async_database_url
         if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
             raise ConfigError(_env("database_url"), "must be a sqlite:// or postgresql:// URL")
@@ -156,6 +204,15 @@ class Settings(BaseSettings):
 
 def _env(field: str) -> str:
     return f"GATEWAY_{field.upper()}"
+
+
+def _is_webhook_secret(value: str) -> bool:
+    if not value.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(value[6:], validate=True)) >= 24
+    except ValueError:
+        return False
 
 
 def _looks_like_address(value: str) -> bool:

@@ -72,8 +72,13 @@ def dev_process(tmp_path: Path, port: int | None = None) -> Iterator[tuple[str, 
         stop(proc)
 
 
-def mails_to(base: str, address: str) -> list[dict[str, Any]]:
-    return [m for m in httpx.get(f"{base}/dev/messages").json() if address in m["to"]]
+def mails_to(base: str, address: str, requests_only: bool = True) -> list[dict[str, Any]]:
+    """Mail to ``address``, newest first; by default only request mails (with links, not a reply in a thread:
+    confirmations, notices and reminders are left out)."""
+    mails = [m for m in httpx.get(f"{base}/dev/messages").json() if address in m["to"]]
+    if requests_only:
+        mails = [m for m in mails if m["links"] and not m["subject"].startswith("Re:")]
+    return mails
 
 
 def wait_for_mail(base: str, address: str, count: int = 1, timeout: float = 15) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import pytest
 from gateway.inbound import pipeline
 from gateway.inbound.pipeline import auth_passes
 from tests import mailclients
-from tests.conftest import Live
+from tests.conftest import Live, text_part
 
 
 async def request_mail(live: Live, **overrides: Any) -> tuple[dict[str, Any], EmailMessage]:
@@ -115,11 +115,13 @@ async def test_reply_to_a_decided_request(live: Live) -> None:
     outcome = await pipeline.process(live.services, mailclients.gmail(mail, "approve"))
     assert (outcome.outcome, outcome.reason) == ("ignored", "request_not_pending")
     assert (await get(live, approval))["status"] == "cancelled"
-    await mails_to(live, "alice@example.com", 2)
+    await mails_to(live, "alice@example.com", 3)  # the request, the cancel notice, one explanation
     again = await pipeline.process(live.services, mailclients.gmail(mail, "approve!!"))
     assert again.reason == "request_not_pending"
     await asyncio.sleep(0.5)
-    assert len([m for m in live.sink.messages if str(m["To"]) == "alice@example.com"]) == 2  # type: ignore[union-attr]
+    to_alice = [m for m in live.sink.messages if str(m["To"]) == "alice@example.com"]  # type: ignore[union-attr]
+    assert len(to_alice) == 3
+    assert sum("Your reply was not recorded" in text_part(m) for m in to_alice) == 1
 
 
 async def test_the_same_message_twice_decides_once(live: Live) -> None:

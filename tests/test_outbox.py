@@ -104,7 +104,8 @@ class FlakyTransport:
         self.bad_subject = bad_subject
         self.sent: list[str] = []
 
-    async def send(self, mail_from: str, rcpt_to: list[str], raw: str) -> None:
+    async def send(self, mail: OutboxMessage) -> None:
+        raw = mail.raw
         if self.bad_subject in raw:
             raise RuntimeError("boom")
         if "refuse_me" in raw:

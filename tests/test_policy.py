@@ -51,3 +51,23 @@ def test_quorum_of() -> None:
     assert quorum_of({"kind": "any"}, 5) == 1
     assert quorum_of({"kind": "all"}, 5) == 5
     assert quorum_of({"kind": "quorum", "quorum": 3}, 5) == 3
+
+
+@pytest.mark.parametrize(
+    ("policy", "decisions", "expected"),
+    [
+        # two original approvers and one added by escalation
+        ({"kind": "all"}, "aa", ("approved", 1)),  # any two of the three approve
+        ({"kind": "all"}, "a", None),
+        ({"kind": "all"}, "ar", ("rejected", 1)),  # the first rejection still rejects
+        ({"kind": "quorum", "quorum": 2}, "r", None),  # two of the three can still approve
+        ({"kind": "quorum", "quorum": 2}, "rr", ("rejected", 1)),
+        ({"kind": "any"}, "r", ("rejected", 0)),
+    ],
+)
+def test_escalated_approvers_count_towards_the_original_requirement(
+    policy: dict, decisions: str, expected: tuple[str, int] | None
+) -> None:
+    responses = [R("approve" if d == "a" else "reject") for d in decisions]
+    outcome = evaluate("approval", policy, 3, responses, original=2)
+    assert (None if outcome is None else (outcome.status, outcome.deciding_index)) == expected

@@ -223,3 +223,11 @@ def test_automated_corpus_all_right_and_no_human_flagged() -> None:
     flagged = [r["id"] for r in replies if r["is_full_message"] and automated_kind(raw(r)) is not None]
     assert flagged == []
     assert len(automated) == 171
+
+
+@pytest.mark.parametrize("first", ["No, the numbers are wrong.", "No.", "no", "Em breve!", "On it?", "Op, wait"])
+def test_a_reply_starting_like_an_attribution_word_is_kept(first: str) -> None:
+    # "No" (Portuguese), "Em", "On" start attributions in some languages; a whole sentence followed by a blank
+    # line and then the real attribution is the reply itself.
+    body = f"{first}\n\nOn Mon, Jan 1, 2026 at 10:00 AM Bob <bob@example.com> wrote:\n> Approve sending it?\n"
+    assert extract_reply(body) == first

@@ -28,14 +28,24 @@ def quorum_of(policy: dict[str, Any], recipients: int) -> int:
     return 1
 
 
-def evaluate(kind: str, policy: dict[str, Any], recipients: int, responses: Sequence[ResponseLike]) -> Outcome | None:
+def evaluate(
+    kind: str,
+    policy: dict[str, Any],
+    recipients: int,
+    responses: Sequence[ResponseLike],
+    original: int | None = None,
+) -> Outcome | None:
     """The outcome once ``responses`` (oldest first) are in, or None while the request stays pending.
 
-    A quorum is rejected as soon as it can no longer be reached; ``any`` is decided by the first answer.
+    ``recipients`` is everyone who may decide, ``original`` those the request was first sent to (escalation adds
+    approvers: an ``all`` then needs as many approvals as there were original approvers, from any of them).
+    ``any`` is decided by the first answer, ``all`` rejected by the first rejection, and a quorum rejected as
+    soon as it can no longer be reached.
     """
     if kind == "question":
         return Outcome("answered", 0) if responses else None
-    needed = quorum_of(policy, recipients)
+    policy_kind = policy.get("kind", "any")
+    needed = quorum_of(policy, original if original is not None else recipients)
     approvals = rejections = 0
     for index, response in enumerate(responses):
         if response.decision == "approve":
@@ -44,6 +54,6 @@ def evaluate(kind: str, policy: dict[str, Any], recipients: int, responses: Sequ
                 return Outcome("approved", index)
         else:
             rejections += 1
-            if recipients - rejections < needed or policy.get("kind", "any") == "any":
+            if policy_kind in ("any", "all") or recipients - rejections < needed:
                 return Outcome("rejected", index)
     return None

@@ -11,7 +11,7 @@ from gateway.approvals.schemas import (
     RecipientOut,
     ResponseOut,
 )
-from gateway.approvals.service import RequestView
+from gateway.approvals.views import RequestView
 
 
 def _recipients(view: RequestView) -> list[RecipientOut]:

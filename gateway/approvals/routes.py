@@ -19,7 +19,7 @@ from gateway.approvals.schemas import (
     QuestionCreate,
     QuestionOut,
 )
-from gateway.approvals.service import RequestView
+from gateway.approvals.views import RequestView
 from gateway.keys import Principal
 from gateway.models import utcnow
 from gateway.services import Services

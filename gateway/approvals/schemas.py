@@ -18,6 +18,15 @@ MAX_EXPIRES_IN = 365 * 24 * 3600
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
+def unique_addresses(value: list[str]) -> list[str]:
+    """Valid bare addresses, each once (compared case-insensitively), in the order given."""
+    seen: dict[str, str] = {}
+    for raw in value:
+        bare = addresses.validate(raw)
+        seen.setdefault(bare.lower(), bare)
+    return list(seen.values())
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -38,11 +47,7 @@ class EmailChannel(_Strict):
     @field_validator("to", "cc")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
-        seen: dict[str, str] = {}
-        for raw in value:
-            bare = addresses.validate(raw)
-            seen.setdefault(bare.lower(), bare)
-        return list(seen.values())
+        return unique_addresses(value)
 
     @field_validator("subject", "in_reply_to")
     @classmethod
@@ -83,6 +88,32 @@ class Quorum(_Strict):
 Policy = Literal["any", "all"] | Quorum
 
 
+class Reminders(_Strict):
+    """Reminders to the recipients who have not answered: the first after ``first_after`` seconds, then every
+    ``every`` seconds, at most ``max`` in all (1 without ``every``, else 3 unless given)."""
+
+    first_after: int = Field(ge=1, le=MAX_EXPIRES_IN)
+    every: int | None = Field(default=None, ge=1, le=MAX_EXPIRES_IN)
+    max: int | None = Field(default=None, ge=1, le=100)
+
+
+class Escalation(_Strict):
+    """After ``after`` seconds without a decision, ``to`` are added as approvers with their own links."""
+
+    after: int = Field(ge=1, le=MAX_EXPIRES_IN)
+    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return unique_addresses(value)
+
+
 def _json_size(value: Any, what: str) -> Any:
     if value is not None and len(json.dumps(value, default=str)) > MAX_JSON_BYTES:
         raise ValueError(f"{what} is larger than {MAX_JSON_BYTES // 1024} KiB")
@@ -95,7 +126,10 @@ class _CreateBase(_Strict):
     run_id: str | None = Field(default=None, max_length=200)
     expires_in: int | None = Field(default=None, ge=1, le=MAX_EXPIRES_IN)
     callback_url: str | None = Field(default=None, max_length=2000)
+    callback_responses: bool = False
     state: dict[str, Any] | None = None
+    reminders: Reminders | Literal[False] | None = None
+    escalation: Escalation | None = None
 
     @field_validator("state")
     @classmethod

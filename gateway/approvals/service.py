@@ -7,20 +7,23 @@ decision that is not yet visible.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import audit
+from gateway.approvals import effects, lifecycle
 from gateway.approvals.policy import Outcome, evaluate
 from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
+from gateway.approvals.views import RESPONSES, MailState, RequestView, load_view
 from gateway.audit import event
 from gateway.errors import (
     AlreadyRespondedError,
@@ -32,31 +35,19 @@ from gateway.errors import (
 )
 from gateway.keys import Principal
 from gateway.mail.compose import compose_request_mail
-from gateway.models import Event, OutboxMessage, Recipient, Request, Response, build, new_id, random_token, utcnow
+from gateway.models import Event, Recipient, Request, Response, build, new_id, random_token, utcnow
 from gateway.services import Services
+from gateway.webhooks.transport import is_public
 
 FINAL = frozenset({"approved", "rejected", "answered", "expired", "cancelled"})
 REF_ALPHABET_LEN = 8
 
 
-@dataclass
-class RequestView:
-    """A request with everything its API representation needs."""
-
-    request: Request
-    recipients: list[Recipient]
-    responses: list[Response]
-    mail: dict[str, MailState] = field(default_factory=dict)  # recipient id -> its request mail's state
-
-
-@dataclass(frozen=True)
-class MailState:
-    status: str
-    last_error: str | None
-
-
 def content_hash(body: ApprovalCreate | QuestionCreate) -> str:
     data = body.model_dump(mode="json", exclude={"call_id"})
+    for name in ("reminders", "escalation", "callback_responses"):  # added later: absent means what it did before
+        if data.get(name) in (None, False):
+            data.pop(name, None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -99,8 +90,14 @@ async def create_request(
         expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
         state=body.state,
         callback_url=body.callback_url,
+        callback_responses=body.callback_responses,
         content_hash=digest,
+        reminders=lifecycle.reminder_plan(body.reminders, svc.settings),
+        escalation=lifecycle.escalation_plan(body.escalation, svc.settings),
     )
+    if body.callback_url:
+        _check_callback(svc, body.callback_url)
+    request.next_due_at = lifecycle.next_due(request)
     if isinstance(body, ApprovalCreate):
         request.fn = body.fn
         request.kwargs = body.kwargs
@@ -128,43 +125,34 @@ async def create_request(
             existing = await _existing(session, principal.key_id, call_id)
             if existing is None:
                 raise
-            return await _load_view(session, _same(existing, kind, digest)), False
+            return await load_view(session, _same(existing, kind, digest)), False
     svc.wake_outbox()
+    svc.wake_scheduler(request.next_due_at)
     states = {m.recipient_id: MailState(m.status, m.last_error) for m in mails if m.recipient_id}
     return RequestView(request, recipients, [], states), True
 
 
-# Built once: composing a SELECT costs more than SQLite takes to run it, and a view is read on every wait.
-_RECIPIENTS = select(Recipient).where(Recipient.request_id == bindparam("rid")).order_by(col(Recipient.id))
-_RESPONSES = (
-    select(Response).where(Response.request_id == bindparam("rid")).order_by(col(Response.at), col(Response.id))
-)
-# Only the columns the view shows: the stored message itself is large.
-_MAIL_STATES = select(OutboxMessage.recipient_id, OutboxMessage.status, OutboxMessage.last_error).where(
-    OutboxMessage.request_id == bindparam("rid"), col(OutboxMessage.kind).endswith("_request")
-)
-
-
-async def _load_view(session: AsyncSession, request: Request) -> RequestView:
-    params = {"rid": request.id}
-    recipients = (await session.exec(_RECIPIENTS, params=params)).all()
-    responses = (await session.exec(_RESPONSES, params=params)).all()
-    mails = (await session.exec(_MAIL_STATES, params=params)).all()
-    return RequestView(
-        request=request,
-        recipients=list(recipients),
-        responses=list(responses),
-        mail={rid: MailState(status, error) for rid, status, error in mails if rid},
-    )
+def _check_callback(svc: Services, url: str) -> None:
+    if not svc.settings.webhook_secret:
+        raise InvalidInputError("callback_url needs GATEWAY_WEBHOOK_SECRET set on the gateway (it signs webhooks)")
+    host = urlsplit(url).hostname or ""
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: checked against its addresses at every delivery
+    if not svc.settings.webhook_allow_private and not is_public(str(literal)):
+        raise InvalidInputError(f"callback_url points at the non-public address {host}")
 
 
 def is_due_to_expire(request: Request, now: datetime | None = None) -> bool:
     return request.status == "pending" and request.expires_at is not None and request.expires_at <= (now or utcnow())
 
 
-async def _expire_in(session: AsyncSession, request: Request) -> None:
+async def _expire_in(svc: Services, session: AsyncSession, request: Request) -> None:
+    """End a pending request as expired, with its notices and webhooks (the caller holds the request's lock)."""
     request.status = "expired"
     request.decided_at = request.expires_at
+    request.next_due_at = None
     session.add(request)
     session.add(
         event(
@@ -174,6 +162,7 @@ async def _expire_in(session: AsyncSession, request: Request) -> None:
             expires_at=request.expires_at.isoformat() if request.expires_at else None,
         )
     )
+    session.add_all(await effects.after_close(svc, session, request))
 
 
 async def expire_if_due(svc: Services, request_id: str) -> bool:
@@ -182,15 +171,46 @@ async def expire_if_due(svc: Services, request_id: str) -> bool:
         request = await _lock_request(svc, session, request_id)
         if request is None or not is_due_to_expire(request):
             return False
-        await _expire_in(session, request)
+        await _expire_in(svc, session, request)
     svc.notifier.notify(request_id)
+    svc.wake_outbox()
     return True
+
+
+async def process_due(svc: Services, request_id: str, now: datetime) -> str | None:
+    """Do what is due for one request at ``now``: expire it, or escalate it and/or send a reminder. One
+    transaction; a request another scheduler already handled (or that was decided meanwhile) is left alone.
+    Returns what was done ("expired", "escalated", "reminded", "escalated+reminded") or None."""
+    done: list[str] = []
+    async with svc.db.write() as session:
+        request = await _lock_request(svc, session, request_id)
+        if request is None or request.status != "pending" or request.next_due_at is None or request.next_due_at > now:
+            return None
+        if is_due_to_expire(request, now):
+            await _expire_in(svc, session, request)
+            done.append("expired")
+        else:
+            escalate_at = lifecycle.escalation_at(request)
+            if escalate_at is not None and escalate_at <= now:
+                session.add_all(await lifecycle.escalate(svc, session, request, now))
+                done.append("escalated")
+            remind_at = lifecycle.reminder_at(request, request.reminders_sent)
+            if remind_at is not None and remind_at <= now:
+                session.add_all(await lifecycle.remind(svc, session, request, now))
+                done.append("reminded")
+            request.next_due_at = lifecycle.next_due(request)
+            session.add(request)
+    if "expired" in done:
+        svc.notifier.notify(request_id)
+    if done:
+        svc.wake_outbox()
+    return "+".join(done) or None
 
 
 async def _lock_request(svc: Services, session: AsyncSession, request_id: str) -> Request | None:
     query = select(Request).where(Request.id == request_id)
     if not svc.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serialises writers
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE: inserts that reference it go on
     return (await session.exec(query)).first()
 
 
@@ -203,7 +223,7 @@ async def _current_view(svc: Services, request_id: str, visible: Callable[[Reque
             if request is None or not visible(request):
                 return None
             if not is_due_to_expire(request):
-                return await _load_view(session, request)
+                return await load_view(session, request)
         await expire_if_due(svc, request_id)
 
 
@@ -262,7 +282,7 @@ async def respond(
             raise NotAnApproverError(request.id, recipient.address)
         _check_option(request, decision, option)
         if is_due_to_expire(request):
-            await _expire_in(session, request)
+            await _expire_in(svc, session, request)
             expired = True
         else:
             if request.status != "pending":
@@ -297,6 +317,8 @@ async def respond(
             decided = await _apply_policy(session, request, response)
             if also is not None:
                 session.add_all(also(request, response, decided))
+            session.add_all(await effects.after_response(svc, session, request, recipient, response, decided))
+    svc.wake_outbox()
     if expired:
         svc.notifier.notify(request.id)
         raise NotPendingError(request.id, "expired")
@@ -326,11 +348,14 @@ async def _apply_policy(session: AsyncSession, request: Request, latest: Respons
         responses: Sequence[Response] = [latest]
         outcome: Outcome | None = evaluate(request.kind, request.policy, 1, responses)
     else:
-        responses = (await session.exec(_RESPONSES, params={"rid": request.id})).all()
-        approvers = (
-            await session.exec(select(Recipient.id).where(Recipient.request_id == request.id, Recipient.role == "to"))
+        responses = (await session.exec(RESPONSES, params={"rid": request.id})).all()
+        escalated = (
+            await session.exec(
+                select(Recipient.escalated).where(Recipient.request_id == request.id, Recipient.role == "to")
+            )
         ).all()
-        outcome = evaluate(request.kind, request.policy, len(approvers), responses)
+        original = sum(1 for e in escalated if not e)
+        outcome = evaluate(request.kind, request.policy, len(escalated), responses, original=original)
     if outcome is None:
         return False
     decider = responses[outcome.deciding_index]
@@ -340,6 +365,7 @@ async def _apply_policy(session: AsyncSession, request: Request, latest: Respons
     request.decided_at = decider.at
     request.comment = decider.comment
     request.option = decider.option
+    request.next_due_at = None
     session.add(request)
     session.add(
         event(
@@ -360,18 +386,21 @@ async def cancel(svc: Services, principal: Principal, kind: str, request_id: str
         if request is None or request.api_key_id != principal.key_id or request.kind != kind:
             raise NotFoundError(kind, request_id)
         if is_due_to_expire(request):
-            await _expire_in(session, request)
+            await _expire_in(svc, session, request)
         elif request.status == "pending":
             request.status = "cancelled"
             request.decided_at = utcnow()
             request.decided_via = "api"
+            request.next_due_at = None
             session.add(request)
             session.add(event(request.id, "cancelled", principal.name))
+            session.add_all(await effects.after_close(svc, session, request))
     svc.notifier.notify(request_id)
+    svc.wake_outbox()
     if request.status != "cancelled":
         raise NotPendingError(request.id, request.status)
     async with svc.db.read() as session:
-        return await _load_view(session, request)
+        return await load_view(session, request)
 
 
 async def list_events(svc: Services, principal: Principal, kind: str, request_id: str) -> list[Event]:

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.api.deps import services
 from gateway.approvals import service
-from gateway.approvals.service import RequestView
+from gateway.approvals.views import RequestView
 from gateway.errors import AlreadyRespondedError, GatewayError, NotAnApproverError, NotPendingError
 from gateway.links.tokens import TokenError, TokenExpiredError
 from gateway.mail.compose import argument_rows, links_for, policy_text

@@ -78,7 +78,7 @@ def policy_text(request: Request, recipients: int) -> str | None:
 
 
 def template_context(
-    svc: Services, request: Request, recipient: Recipient, recipients: int, agent: str
+    svc: Services, request: Request, recipient: Recipient, recipients: int, agent: str, note: str | None = None
 ) -> dict[str, Any]:
     email = request.channel["email"]
     return {
@@ -92,15 +92,26 @@ def template_context(
         "links": links_for(svc, recipient, request) if recipient.role == "to" else None,
         "policy_text": policy_text(request, recipients),
         "subject": subject_for(request),
+        "note": note,
     }
 
 
 def compose_request_mail(
-    svc: Services, request: Request, recipient: Recipient, recipients: int, agent: str
+    svc: Services,
+    request: Request,
+    recipient: Recipient,
+    recipients: int,
+    agent: str,
+    *,
+    note: str | None = None,
+    thread: str | None = None,
+    kind: str | None = None,
 ) -> OutboxMessage:
+    """The request mail for one recipient. With ``thread`` (the Message-ID of the mail it follows up), it is a
+    reply in that thread (a reminder); ``note`` is shown above the request (why this mail was sent)."""
     settings = svc.settings
     sender = settings.from_address or "gateway@localhost"
-    ctx = template_context(svc, request, recipient, recipients, agent)
+    ctx = template_context(svc, request, recipient, recipients, agent, note)
     name = request.kind
     text = svc.templates.get_template(f"email/{name}.txt").render(ctx)
     html = svc.templates.get_template(f"email/{name}.html").render(ctx)
@@ -109,18 +120,20 @@ def compose_request_mail(
     message_id = new_message_id(request.ref, sender)
     reply_to = settings.reply_address_effective or sender
     headers = [
-        ("Subject", ctx["subject"]),
+        ("Subject", f"Re: {ctx['subject']}" if thread else ctx["subject"]),
         ("From", formataddr((FROM_NAME, sender))),
         ("To", recipient.address),
         ("Reply-To", addresses.plus_address(reply_to, svc.signer.sign_reply(recipient.id))),
         ("Date", format_datetime(utcnow())),
         ("Message-ID", message_id),
     ]
-    if email.get("in_reply_to"):
-        headers.append(("In-Reply-To", email["in_reply_to"]))
+    parent = thread or email.get("in_reply_to")
+    if parent:
+        headers.append(("In-Reply-To", parent))
     refs = list(email.get("references") or [])
-    if email.get("in_reply_to") and email["in_reply_to"] not in refs:
-        refs.append(email["in_reply_to"])
+    for ref in (email.get("in_reply_to"), thread):
+        if ref and ref not in refs:
+            refs.append(ref)
     if refs:
         headers.append(("References", " ".join(refs)))
     headers += [
@@ -135,7 +148,7 @@ def compose_request_mail(
         id=new_id("msg"),
         request_id=request.id,
         recipient_id=recipient.id,
-        kind=f"{request.kind}_request",
+        kind=kind or f"{request.kind}_request",
         mail_from=sender,
         rcpt_to=[recipient.address],
         message_id=message_id,

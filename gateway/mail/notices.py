@@ -30,15 +30,16 @@ def _thread(
     svc: Services, request: Request, to: str, their_message_id: str, original: str | None
 ) -> list[tuple[str, str]]:
     sender = svc.settings.from_address or "gateway@localhost"
-    refs = " ".join(x for x in (original, their_message_id) if x)
+    refs = " ".join(dict.fromkeys(x for x in (original, their_message_id) if x))
     headers = [
         ("Subject", f"Re: {subject_for(request)}"),
         ("From", formataddr((FROM_NAME, sender))),
         ("To", to),
         ("Date", format_datetime(utcnow())),
         ("Message-ID", new_message_id(request.ref, sender)),
-        ("In-Reply-To", their_message_id),
     ]
+    if their_message_id:
+        headers.append(("In-Reply-To", their_message_id))
     if refs:
         headers.append(("References", refs))
     headers += [("Auto-Submitted", "auto-replied"), ("X-Auto-Response-Suppress", "All")]
@@ -65,12 +66,13 @@ def build_notice(
     their_message_id: str,
     original: str | None,
     recipient_id: str | None,
+    template: str | None = None,
 ) -> list[Any]:
     """The outbox row of one notice and its audit event (written by the caller's transaction)."""
     headers = _thread(svc, request, to, their_message_id, original)
     full = {"request": request, "subject": headers[0][1], **ctx}
-    text = svc.templates.get_template(f"email/{kind}.txt").render(full)
-    html = svc.templates.get_template(f"email/{kind}.html").render(full)
+    text = svc.templates.get_template(f"email/{template or kind}.txt").render(full)
+    html = svc.templates.get_template(f"email/{template or kind}.html").render(full)
     message_id = headers[4][1]
     row = OutboxMessage(
         id=new_id("msg"),
@@ -98,6 +100,32 @@ def confirmation(
     return build_notice(
         svc, request, recipient.address, "reply_confirmation", ctx, their_message_id, original, recipient.id
     )
+
+
+def link_confirmation(
+    svc: Services, request: Request, recipient: Recipient, response: Response, original: str | None
+) -> list[Any]:
+    """An answer given on the page gets the same confirmation by mail, in the request's thread."""
+    ctx = {"response": response, "decided": request.status != "pending"}
+    return build_notice(
+        svc,
+        request,
+        recipient.address,
+        "confirmation",
+        ctx,
+        original or "",
+        original,
+        recipient.id,
+        template="reply_confirmation",
+    )
+
+
+def status_notice(
+    svc: Services, request: Request, recipient: Recipient, original: str | None, headline: str, detail: str
+) -> list[Any]:
+    """A short word in one recipient's thread: decided by someone else, expired, or withdrawn."""
+    ctx = {"headline": headline, "detail": detail}
+    return build_notice(svc, request, recipient.address, "status_notice", ctx, original or "", original, recipient.id)
 
 
 async def _already_sent_to(session: Any, request_id: str, kind: str, to: str) -> bool:

@@ -13,7 +13,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import type_coerce
 from sqlmodel import col, func, select
@@ -38,7 +38,7 @@ class Outcome:
 
 
 class Transport(Protocol):
-    async def send(self, mail_from: str, rcpt_to: list[str], raw: str) -> None: ...
+    async def send(self, mail: OutboxMessage) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -48,15 +48,27 @@ def backoff(attempts: int, base: float, cap: float) -> float:
     return delay * random.uniform(0.8, 1.2)
 
 
+WEBHOOK = "webhook"
+
+
 class OutboxSender:
-    def __init__(self, svc: Services, transport: Transport) -> None:
+    """Delivers one channel's rows: ``mail`` (everything but webhooks, over SMTP) or ``webhook`` (HTTP), so a
+    slow webhook endpoint never holds mail back."""
+
+    def __init__(self, svc: Services, transport: Transport, channel: str = "mail") -> None:
         self.svc = svc
         self.transport = transport
+        self.channel = channel
+        self.wakeup = svc.webhook_wakeup if channel == WEBHOOK else svc.outbox_wakeup
+
+    def _mine(self) -> Any:
+        kind = col(OutboxMessage.kind)
+        return kind == WEBHOOK if self.channel == WEBHOOK else kind != WEBHOOK
 
     async def due(self, limit: int) -> list[OutboxMessage]:
         query = (
             select(OutboxMessage)
-            .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= utcnow())
+            .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= utcnow(), self._mine())
             .order_by(col(OutboxMessage.next_attempt_at))
             .limit(limit)
         )
@@ -66,7 +78,7 @@ class OutboxSender:
     async def next_due_at(self) -> datetime | None:
         # Typed as the column is, so SQLite's untyped aggregate comes back as an aware datetime too.
         earliest = type_coerce(func.min(OutboxMessage.next_attempt_at), UTCDateTime())
-        query = select(earliest).where(OutboxMessage.status == "pending")
+        query = select(earliest).where(OutboxMessage.status == "pending", self._mine())
         async with self.svc.db.read() as session:
             return (await session.exec(query)).first()
 
@@ -74,19 +86,21 @@ class OutboxSender:
         """Try once. Never raises: an unexpected error is a deferral like any other."""
         settings = self.svc.settings
         try:
-            await self.transport.send(mail.mail_from, mail.rcpt_to, mail.raw)
+            await self.transport.send(mail)
         except DeliveryError as exc:
             attempts = mail.attempts + 1
             if exc.permanent or attempts >= settings.outbox_max_attempts:
                 log.warning("mail %s to %s failed: %s", mail.id, mail.rcpt_to, exc)
-                return Outcome(mail.id, "failed", "mail_failed", str(exc), mail.next_attempt_at)
+                return Outcome(mail.id, "failed", f"{self.channel}_failed", str(exc), mail.next_attempt_at)
             delay = backoff(attempts, settings.outbox_backoff_base, settings.outbox_backoff_max)
             log.info("mail %s to %s deferred: %s", mail.id, mail.rcpt_to, exc)
-            return Outcome(mail.id, "pending", "mail_deferred", str(exc), utcnow() + timedelta(seconds=delay))
+            retry_at = utcnow() + timedelta(seconds=delay)
+            return Outcome(mail.id, "pending", f"{self.channel}_deferred", str(exc), retry_at)
         except Exception:
             log.exception("outbox: unexpected error on %s; retrying later", mail.id)
-            return Outcome(mail.id, "pending", "mail_deferred", "internal error", utcnow() + timedelta(seconds=60))
-        return Outcome(mail.id, "sent", "mail_sent", None, mail.next_attempt_at)
+            retry_at = utcnow() + timedelta(seconds=60)
+            return Outcome(mail.id, "pending", f"{self.channel}_deferred", "internal error", retry_at)
+        return Outcome(mail.id, "sent", f"{self.channel}_sent", None, mail.next_attempt_at)
 
     async def record(self, outcomes: list[Outcome]) -> None:
         """All outcomes of a batch in one transaction (one commit per batch, not per mail)."""
@@ -115,7 +129,7 @@ class OutboxSender:
                     }
                     if outcome.error:
                         data["error"] = outcome.error
-                    if outcome.event == "mail_deferred":
+                    if outcome.event.endswith("_deferred"):
                         data["next_attempt_at"] = outcome.next_attempt_at.isoformat()
                     session.add(event(row.request_id, outcome.event, None, **data))
 
@@ -130,7 +144,7 @@ class OutboxSender:
             await self.record([await self.attempt(mail) for mail in batch])
 
     async def run(self) -> None:
-        wakeup = self.svc.outbox_wakeup
+        wakeup = self.wakeup
         try:
             while True:
                 wakeup.clear()

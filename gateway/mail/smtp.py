@@ -7,6 +7,7 @@ import logging
 
 import aiosmtplib
 
+from gateway.models import OutboxMessage
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.mail.smtp")
@@ -65,11 +66,11 @@ class SmtpTransport:
         self._client = client
         return client
 
-    async def send(self, mail_from: str, rcpt_to: list[str], raw: str) -> None:
-        """Deliver one message; raises a DeliveryError subclass when it was not accepted."""
+    async def send(self, mail: OutboxMessage) -> None:
+        """Deliver one stored message; raises a DeliveryError subclass when it was not accepted."""
         client = await self._connected()
         try:
-            errors, _ = await client.sendmail(mail_from, rcpt_to, raw.encode("utf-8"))
+            errors, _ = await client.sendmail(mail.mail_from, mail.rcpt_to, mail.raw.encode("utf-8"))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             await self._reset(client)

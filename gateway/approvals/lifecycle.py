@@ -1,0 +1,150 @@
+"""Reminders, escalation and expiry over time: the plans a request carries and what is due when.
+
+The plan functions are pure (times in, times out), so every schedule is tested without waiting; ``process_due``
+does what is due for one request in one transaction, and the scheduler (``approvals.tasks``) decides when.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import select
+
+from gateway import addresses
+from gateway.approvals import effects
+from gateway.approvals.schemas import Escalation, Reminders
+from gateway.approvals.views import RECIPIENTS, RESPONSES
+from gateway.audit import event
+from gateway.mail.compose import compose_request_mail
+from gateway.models import ApiKey, Recipient, Request, build, new_id
+from gateway.settings import Settings
+
+
+def reminder_plan(asked: Reminders | bool | None, settings: Settings) -> dict[str, Any] | None:
+    """The request's own schedule, else the default from settings; ``False`` turns reminders off."""
+    if asked is False:
+        return None
+    if isinstance(asked, Reminders):
+        first, every, most = asked.first_after, asked.every, asked.max
+    elif settings.reminder_after:
+        first, every, most = settings.reminder_after, settings.reminder_every, settings.reminder_max
+    else:
+        return None
+    if most is None:
+        most = 1 if every is None else 3
+    if every is None:
+        most = 1
+    return {"first_after": first, "every": every, "max": most}
+
+
+def escalation_plan(asked: Escalation | None, settings: Settings) -> dict[str, Any] | None:
+    if asked is not None:
+        return {"after": asked.after, "to": asked.to}
+    if settings.escalate_after and settings.escalate_to_list:
+        return {"after": settings.escalate_after, "to": settings.escalate_to_list}
+    return None
+
+
+def reminder_at(request: Request, index: int) -> datetime | None:
+    """When reminder number ``index`` (from 0) is due, or None if the plan has no such reminder."""
+    plan = request.reminders
+    if not plan or index >= plan["max"] or (index > 0 and not plan.get("every")):
+        return None
+    return request.created_at + timedelta(seconds=plan["first_after"] + index * (plan.get("every") or 0))
+
+
+def escalation_at(request: Request) -> datetime | None:
+    if not request.escalation or request.escalated_at is not None:
+        return None
+    return request.created_at + timedelta(seconds=request.escalation["after"])
+
+
+def next_due(request: Request) -> datetime | None:
+    """The earliest time the scheduler must look at this request again (None: never)."""
+    if request.status != "pending":
+        return None
+    times = [t for t in (request.expires_at, reminder_at(request, request.reminders_sent), escalation_at(request)) if t]
+    if request.expires_at is not None:  # nothing after the end
+        times = [t for t in times if t <= request.expires_at]
+    return min(times) if times else None
+
+
+def reminders_passed(request: Request, now: datetime) -> int:
+    """How many reminders are due by ``now`` in all (one is sent however many were missed while down)."""
+    count = request.reminders_sent
+    while (at := reminder_at(request, count)) is not None and at <= now:
+        count += 1
+    return count
+
+
+async def _agent_name(session: Any, request: Request) -> str:
+    return (await session.exec(select(ApiKey.name).where(ApiKey.id == request.api_key_id))).first() or "An agent"
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = round(seconds / size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+async def escalate(svc: Any, session: Any, request: Request, now: datetime) -> list[Any]:
+    """Add the fallback approvers, each with their own links; the original recipients stay valid."""
+    plan = request.escalation or {}
+    present = list((await session.exec(RECIPIENTS, params={"rid": request.id})).all())
+    known = {addresses.normalise(r.address) for r in present}
+    added = [
+        build(Recipient, id=new_id("rcp"), request_id=request.id, address=a, role="to", escalated=True)
+        for a in plan.get("to", [])
+        if addresses.normalise(a) not in known
+    ]
+    request.escalated_at = now
+    session.add_all(added)
+    await session.flush()  # the recipients first: the mails and events below refer to them
+    rows: list[Any] = []
+    originals = ", ".join(r.address for r in present if r.role == "to" and not r.escalated)
+    note = (
+        f"Escalated to you: this request has waited {_duration(int(plan.get('after', 0)))} without a decision. "
+        f"It was first sent to {originals}, who can still answer too."
+    )
+    agent = await _agent_name(session, request)
+    approvers = sum(1 for r in present if r.role == "to") + len(added)
+    mails = [compose_request_mail(svc, request, r, approvers, agent, note=note) for r in added]
+    rows += mails
+    rows.append(event(request.id, "escalated", None, to=[r.address for r in added], after=plan.get("after")))
+    rows += [
+        event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id) for m in mails
+    ]
+    return rows
+
+
+async def remind(svc: Any, session: Any, request: Request, now: datetime) -> list[Any]:
+    """One reminder, in each thread, to every approver who has not answered."""
+    sent_before = request.reminders_sent
+    request.reminders_sent = reminders_passed(request, now)
+    recipients = list((await session.exec(RECIPIENTS, params={"rid": request.id})).all())
+    answered = {r.recipient_id for r in (await session.exec(RESPONSES, params={"rid": request.id})).all()}
+    waiting = [r for r in recipients if r.role == "to" and r.id not in answered]
+    if not waiting:
+        return []
+    mail_threads = await effects.threads(session, request.id)
+    agent = await _agent_name(session, request)
+    approvers = sum(1 for r in recipients if r.role == "to")
+    note = f"Reminder: this is still waiting for your answer (sent {_duration(_age(request, now))} ago)."
+    mails = [
+        compose_request_mail(
+            svc, request, r, approvers, agent, note=note, thread=mail_threads.get(r.id), kind="reminder"
+        )
+        for r in waiting
+    ]
+    number = sent_before + 1
+    return [
+        *mails,
+        event(request.id, "reminder", None, number=number, to=[r.address for r in waiting]),
+    ]
+
+
+def _age(request: Request, now: datetime) -> int:
+    return max(1, int((now - request.created_at).total_seconds()))

@@ -1,0 +1,77 @@
+"""A request with everything its API representation needs, read in as few statements as possible."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import bindparam
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.models import OutboxMessage, Recipient, Request, Response
+
+
+@dataclass
+class RequestView:
+    """A request with everything its API representation needs."""
+
+    request: Request
+    recipients: list[Recipient]
+    responses: list[Response]
+    mail: dict[str, MailState] = field(default_factory=dict)  # recipient id -> its request mail's state
+
+
+@dataclass(frozen=True)
+class MailState:
+    status: str
+    last_error: str | None
+
+
+# Built once: composing a SELECT costs more than SQLite takes to run it, and a view is read on every wait.
+RECIPIENTS = select(Recipient).where(Recipient.request_id == bindparam("rid")).order_by(col(Recipient.id))
+RESPONSES = select(Response).where(Response.request_id == bindparam("rid")).order_by(col(Response.at), col(Response.id))
+# Only the columns the view shows: the stored message itself is large.
+MAIL_STATES = select(OutboxMessage.recipient_id, OutboxMessage.status, OutboxMessage.last_error).where(
+    OutboxMessage.request_id == bindparam("rid"), col(OutboxMessage.kind).endswith("_request")
+)
+
+
+async def load_view(session: AsyncSession, request: Request) -> RequestView:
+    params = {"rid": request.id}
+    recipients = (await session.exec(RECIPIENTS, params=params)).all()
+    responses = (await session.exec(RESPONSES, params=params)).all()
+    mails = (await session.exec(MAIL_STATES, params=params)).all()
+    return RequestView(
+        request=request,
+        recipients=list(recipients),
+        responses=list(responses),
+        mail={rid: MailState(status, error) for rid, status, error in mails if rid},
+    )
+
+
+async def load_views(session: AsyncSession, requests: Sequence[Request]) -> list[RequestView]:
+    """Views of many requests in three statements (a listing page), in the given order."""
+    ids = [r.id for r in requests]
+    if not ids:
+        return []
+    views = {r.id: RequestView(request=r, recipients=[], responses=[]) for r in requests}
+    recipients = await session.exec(
+        select(Recipient).where(col(Recipient.request_id).in_(ids)).order_by(col(Recipient.id))
+    )
+    for rcp in recipients.all():
+        views[rcp.request_id].recipients.append(rcp)
+    responses = await session.exec(
+        select(Response).where(col(Response.request_id).in_(ids)).order_by(col(Response.at), col(Response.id))
+    )
+    for rsp in responses.all():
+        views[rsp.request_id].responses.append(rsp)
+    mails = await session.exec(
+        select(
+            OutboxMessage.request_id, OutboxMessage.recipient_id, OutboxMessage.status, OutboxMessage.last_error
+        ).where(col(OutboxMessage.request_id).in_(ids), col(OutboxMessage.kind).endswith("_request"))
+    )
+    for rid, rcp_id, status, error in mails.all():
+        if rid and rcp_id:
+            views[rid].mail[rcp_id] = MailState(status, error)
+    return [views[i] for i in ids]

@@ -1,0 +1,43 @@
+"""The scheduler in real time: the running gateway's own scheduler sends a reminder and expires a request on
+time, and a new request due sooner wakes it from a long sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+from tests.conftest import Live, text_part
+from tests.test_approvals_service import request_mail_to, view
+from tests.test_inbound_pipeline import mails_to
+
+
+async def test_reminder_and_expiry_fire_on_time(live: Live) -> None:
+    # Something due in an hour: the scheduler goes to sleep for its maximum (a minute).
+    await live.approval(fn="later", expires_in=3600)
+    await asyncio.sleep(0.2)
+    sleeps_until = live.services.scheduler_sleeps_until
+    assert sleeps_until is not None and (sleeps_until - datetime.now(UTC)).total_seconds() > 50
+
+    started = time.monotonic()
+    approval = await live.approval(reminders={"first_after": 1}, expires_in=2)
+    created = datetime.fromisoformat(approval["created_at"])
+    original = await request_mail_to(live.sink, approval["id"], "alice@example.com")
+
+    reminder = (await mails_to(live, "alice@example.com", 3, timeout=5))[-1]  # "later", the request, the reminder
+    reminded_after = time.monotonic() - started
+    assert reminder["In-Reply-To"] == original["Message-ID"]
+    assert "Reminder" in text_part(reminder)
+    assert 0.9 <= reminded_after < 2.0, reminded_after  # woken early: it was asleep for up to a minute
+
+    # No API reads until then (a read expires a request lazily): the notice shows the scheduler did it.
+    notice = (await mails_to(live, "alice@example.com", 4, timeout=5))[-1]
+    expired_after = time.monotonic() - started
+    assert "expired before it was decided" in text_part(notice)
+    assert 1.9 <= expired_after < 3.0, expired_after
+    body = await view(live, approval)
+    assert body["status"] == "expired"
+    assert datetime.fromisoformat(body["decided_at"]) == datetime.fromisoformat(body["expires_at"])
+    assert (datetime.fromisoformat(body["expires_at"]) - created).total_seconds() == 2
+    events = [e["type"] for e in (await live.client.get(f"/v1/approvals/{approval['id']}/events")).json()]
+    assert events.index("reminder") < events.index("expired")

@@ -1,0 +1,207 @@
+"""Webhooks: Standard Webhooks signatures checked by an independent implementation (the `standardwebhooks`
+package), private targets refused, and an endpoint that is down and comes back gets every outcome once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from gateway.keys import create_key
+from gateway.webhooks import signing
+from gateway.webhooks.transport import PrivateTargetError, check_target, is_public
+from tests.conftest import SmtpSink, free_port, make_settings, run_gateway
+from tests.test_approvals_service import by_link, request_mail_to
+
+SECRET = signing.new_secret()
+
+
+def test_our_signature_verifies_with_the_reference_library() -> None:
+    body = json.dumps({"type": "approval.approved", "data": {"id": "apr_1"}})
+    headers = signing.headers(SECRET, "msg_1", body)
+    assert Webhook(SECRET).verify(body, headers) == json.loads(body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body.replace("apr_1", "apr_2"), headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(signing.new_secret()).verify(body, headers)
+
+
+def test_we_verify_what_the_reference_library_signs() -> None:
+    body = '{"a":1}'
+    now = datetime.now(UTC)
+    theirs = Webhook(SECRET).sign("msg_2", now, body)
+    received = {"webhook-id": "msg_2", "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": theirs}
+    signing.verify(SECRET, received, body)
+    with pytest.raises(signing.WebhookVerificationError, match="no signature matches"):
+        signing.verify(SECRET, received, '{"a":2}')
+    with pytest.raises(signing.WebhookVerificationError, match="tolerance"):
+        signing.verify(SECRET, received, body, now=time.time() + 3600)
+    with pytest.raises(signing.WebhookVerificationError, match="malformed"):
+        signing.verify(SECRET, {"webhook-id": "x"}, body)
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("192.168.0.10", False),
+        ("172.16.5.5", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("::1", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("0.0.0.0", False),
+    ],
+)
+def test_public_addresses(address: str, public: bool) -> None:
+    assert is_public(address) is public
+
+
+async def test_names_are_checked_by_what_they_resolve_to() -> None:
+    with pytest.raises(PrivateTargetError, match=r"127\.0\.0\.1|::1"):
+        await check_target("http://localhost:9/hook")
+    with pytest.raises(PrivateTargetError):
+        await check_target("http://[::1]:9/hook")
+    await check_target("https://8.8.8.8/hook")  # a public literal passes without any lookup
+
+
+class Receiver:
+    """A real HTTP endpoint (uvicorn) that records every delivery."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[tuple[dict[str, str], str]] = []
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.received.append((headers, body.decode()))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", interface="asgi3"
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        for _ in range(1000):
+            if self._server.started:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the receiver did not start")
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+
+    async def wait_for(self, count: int, timeout: float = 15) -> list[tuple[dict[str, str], str]]:
+        for _ in range(int(timeout / 0.05)):
+            if len(self.received) >= count:
+                return self.received
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"expected {count} deliveries, got {len(self.received)}")
+
+
+@contextlib.asynccontextmanager
+async def gateway(database_url: str, sink: SmtpSink, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    port = free_port()
+    values = make_settings(database_url, port, sink.port, webhook_secret=SECRET, **settings)
+    async with run_gateway(values, port) as svc:
+        _, key = await create_key(svc.db, "hook-agent")
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+            client.services = svc  # type: ignore[attr-defined]
+            yield client
+
+
+BODY = {"fn": "wire_money", "kwargs": {"amount": 10}, "channel": {"email": {"to": ["alice@example.com"]}}}
+
+
+async def test_endpoint_down_then_back_gets_the_outcome_once(database_url: str, smtp_sink: SmtpSink) -> None:
+    receiver = Receiver()
+    global_receiver = Receiver()
+    await global_receiver.start()
+    async with gateway(database_url, smtp_sink, webhook_allow_private=True, webhook_urls=global_receiver.url) as client:
+        created = (await client.post("/v1/approvals", json={**BODY, "callback_url": receiver.url})).json()
+        mail = await request_mail_to(smtp_sink, created["id"], "alice@example.com")
+        assert await by_link(mail, "approve") == 303
+
+        events_url = f"/v1/approvals/{created['id']}/events"
+        for _ in range(200):  # the callback endpoint is down: the delivery is deferred, with the reason
+            events = (await client.get(events_url)).json()
+            if any(e["type"] == "webhook_deferred" for e in events):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no deferred webhook")
+        # The global endpoint was up all along and got it at once.
+        [(headers, body)] = await global_receiver.wait_for(1)
+        assert Webhook(SECRET).verify(body, headers)["type"] == "approval.approved"
+
+        await receiver.start()
+        [(headers, body)] = await receiver.wait_for(1)
+        payload = Webhook(SECRET).verify(body, headers)
+        assert payload["type"] == "approval.approved"
+        assert payload["data"]["id"] == created["id"] and payload["data"]["status"] == "approved"
+        assert payload["data"]["decided_by"] == "alice@example.com"
+        deferred = [e for e in (await client.get(events_url)).json() if e["type"] == "webhook_deferred"]
+        assert headers["webhook-id"] == deferred[0]["data"]["message_id"]  # the same id on every attempt
+        await asyncio.sleep(1.0)
+        assert len(receiver.received) == 1 and len(global_receiver.received) == 1
+        events = [e["type"] for e in (await client.get(events_url)).json()]
+        assert events.count("webhook_sent") == 2 and events.count("webhook_queued") == 2
+    await receiver.stop()
+    await global_receiver.stop()
+
+
+async def test_responses_are_opt_in_and_private_targets_refused(database_url: str, smtp_sink: SmtpSink) -> None:
+    async with gateway(database_url, smtp_sink, webhook_urls="http://localhost:9/hook") as client:
+        refused = await client.post("/v1/approvals", json={**BODY, "callback_url": "http://10.0.0.8/hook"})
+        assert refused.status_code == 422
+        assert "non-public" in refused.json()["error"]["message"]
+
+        two = {**BODY, "channel": {"email": {"to": ["alice@example.com", "bob@example.com"]}}, "policy": "all"}
+        created = (await client.post("/v1/approvals", json=two)).json()
+        mail = await request_mail_to(smtp_sink, created["id"], "alice@example.com")
+        assert await by_link(mail, "approve") == 303
+        events_url = f"/v1/approvals/{created['id']}/events"
+        # A response that does not decide: the global endpoint did not ask for responses, so nothing is queued.
+        assert "webhook_queued" not in [e["type"] for e in (await client.get(events_url)).json()]
+
+        await client.post(f"/v1/approvals/{created['id']}/cancel")
+        for _ in range(200):
+            events = (await client.get(events_url)).json()
+            failed = [e for e in events if e["type"] == "webhook_failed"]
+            if failed:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the webhook to a loopback name was not refused")
+        assert "non-public" in failed[0]["data"]["error"]
