@@ -49,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument("--timeout", type=float, default=None, help="seconds a tool waits for a human (default: no limit)")
     mcp.add_argument("--expires-in", type=int, default=None, help="seconds before a request expires")
 
+    requests = sub.add_parser("requests", help="the operator's view of every agent's requests")
+    requests_sub = requests.add_subparsers(dest="requests_command", required=True, metavar="ACTION")
+    listing = requests_sub.add_parser("list", help="requests, newest first")
+    listing.add_argument("--status", default=None)
+    listing.add_argument("--recipient", default=None, help="only requests sent to this address")
+    listing.add_argument("--run", default=None, help="only this run_id")
+    listing.add_argument("--kind", choices=["approval", "question"], default=None)
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--before", default=None, help="continue after this id (printed at the end of a page)")
+    show = requests_sub.add_parser("show", help="one request: its fields, recipients, answers and audit trail")
+    show.add_argument("id")
+
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_sub.add_parser("verify", help="check every request's hash chain; exit 1 if any is broken")
@@ -94,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _mcp(args)
         if args.command == "audit":
             return _audit_verify(args.request)
+        if args.command == "requests":
+            return _requests(args)
     except ConfigError as exc:
         return _fail_config(exc)
     except KeyboardInterrupt:
@@ -298,6 +312,41 @@ def _audit_verify(request_id: str | None) -> int:
     verdict = "intact" if not breaks else f"{len(breaks)} break(s)"
     print(f"audit: {requests} request(s), {events} event(s) checked: {verdict}")
     return 0 if not breaks else 1
+
+
+def _requests(args: argparse.Namespace) -> int:
+    from gateway.approvals import console
+    from gateway.approvals.service import Filters
+    from gateway.db import Database
+
+    settings = load_settings("tool")
+    if args.requests_command == "list" and not 1 <= args.limit <= 1000:
+        print("gateway requests list: --limit must be between 1 and 1000", file=sys.stderr)
+        return 2
+
+    async def run() -> str | None:
+        db = Database(settings.async_database_url)
+        try:
+            if args.requests_command == "show":
+                return await console.show_text(db, args.id)
+            filters = Filters(
+                kind=args.kind,
+                status=args.status,
+                run_id=args.run,
+                recipient=args.recipient,
+                before=args.before,
+                limit=args.limit,
+            )
+            return await console.list_text(db, filters)
+        finally:
+            await db.dispose()
+
+    text = asyncio.run(run())
+    if text is None:
+        print(f"gateway requests show: no request {args.id}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,16 +17,27 @@ from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+# In ASCII order, so the ids sort as strings exactly as their values do (digits before letters).
+_B32 = "234567abcdefghijklmnopqrstuvwxyz"
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_last_id = 0
+
+
 def new_id(prefix: str) -> str:
-    """Time-ordered, lowercase-only ids: sortable in indexes and safe in case-folding mail systems."""
+    """Time-ordered, lowercase-only ids: sortable in indexes and safe in case-folding mail systems.
+
+    Monotonic within a process (as ULIDs are): two ids made in the same millisecond still sort in the order
+    they were made, so "newest first" listings and their cursors agree."""
+    global _last_id
     value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    if value <= _last_id:
+        value = _last_id + 1
+    _last_id = value
     chars = []
     for _ in range(26):
         chars.append(_B32[value & 31])

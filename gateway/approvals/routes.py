@@ -20,6 +20,7 @@ from gateway.approvals.schemas import (
     QuestionOut,
 )
 from gateway.approvals.views import RequestView
+from gateway.errors import InvalidInputError
 from gateway.keys import Principal
 from gateway.models import utcnow
 from gateway.services import Services
@@ -71,6 +72,8 @@ def _register(
     create_model: type[ApprovalCreate] | type[QuestionCreate],
     out_model: type[BaseModel],
     present: Callable[[RequestView], Any],
+    page_model: type[BaseModel],
+    statuses: frozenset[str],
 ) -> None:
     label = kind.capitalize()
 
@@ -91,6 +94,24 @@ def _register(
         svc: Services = Depends(services),
     ) -> Any:
         return present(await wait_for_decision(svc, who, kind, request_id, wait))
+
+    async def listing(
+        status: str | None = Query(None, description="Only requests in this status."),
+        run_id: str | None = Query(None, max_length=200),
+        call_id: str | None = Query(None, max_length=200),
+        recipient: str | None = Query(None, max_length=320, description="Only requests sent to this address."),
+        limit: int = Query(50, ge=1, le=200),
+        cursor: str | None = Query(None, max_length=64, description="next_cursor of the previous page."),
+        who: Principal = Depends(principal),
+        svc: Services = Depends(services),
+    ) -> Any:
+        if status is not None and status not in statuses:
+            raise InvalidInputError(f"status must be one of {', '.join(sorted(statuses))}")
+        filters = service.Filters(
+            status=status, run_id=run_id, call_id=call_id, recipient=recipient, before=cursor, limit=limit
+        )
+        views, next_cursor = await service.list_for_agent(svc, who, kind, filters)
+        return {"data": [present(v) for v in views], "next_cursor": next_cursor}
 
     async def cancel(request_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)) -> Any:
         return present(await service.cancel(svc, who, kind, request_id))
@@ -114,6 +135,16 @@ def _register(
         ]
 
     tags: list[str | Enum] = [plural]
+    router.add_api_route(
+        f"/{plural}",
+        listing,
+        methods=["GET"],
+        response_model=page_model,
+        tags=tags,
+        summary=f"List your {plural}, newest first (filters, cursor pagination)",
+        responses=_ERRORS,
+        name=f"list_{plural}",
+    )
     router.add_api_route(
         f"/{plural}",
         create,
@@ -157,5 +188,31 @@ def _register(
     )
 
 
-_register("approval", "approvals", ApprovalCreate, ApprovalOut, approval_out)
-_register("question", "questions", QuestionCreate, QuestionOut, question_out)
+class ApprovalPage(BaseModel):
+    data: list[ApprovalOut]
+    next_cursor: str | None
+
+
+class QuestionPage(BaseModel):
+    data: list[QuestionOut]
+    next_cursor: str | None
+
+
+_register(
+    "approval",
+    "approvals",
+    ApprovalCreate,
+    ApprovalOut,
+    approval_out,
+    ApprovalPage,
+    frozenset({"pending", "approved", "rejected", "expired", "cancelled"}),
+)
+_register(
+    "question",
+    "questions",
+    QuestionCreate,
+    QuestionOut,
+    question_out,
+    QuestionPage,
+    frozenset({"pending", "answered", "expired", "cancelled"}),
+)

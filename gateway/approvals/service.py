@@ -10,20 +10,20 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import audit
+from gateway import addresses, audit
 from gateway.approvals import effects, lifecycle
 from gateway.approvals.policy import Outcome, evaluate
 from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
-from gateway.approvals.views import RESPONSES, MailState, RequestView, load_view
+from gateway.approvals.views import RESPONSES, MailState, RequestView, load_view, load_views
 from gateway.audit import event
 from gateway.errors import (
     AlreadyRespondedError,
@@ -410,6 +410,46 @@ async def list_events(svc: Services, principal: Principal, kind: str, request_id
             raise NotFoundError(kind, request_id)
         query = select(Event).where(Event.request_id == request_id).order_by(col(Event.id))
         return list((await session.exec(query)).all())
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a listing asks for; every field optional. ``before``: the cursor (ids are time-ordered)."""
+
+    api_key_id: str | None = None
+    kind: str | None = None
+    status: str | None = None
+    run_id: str | None = None
+    call_id: str | None = None
+    recipient: str | None = None
+    before: str | None = None
+    limit: int = 50
+
+
+async def list_views(session: AsyncSession, filters: Filters) -> tuple[list[RequestView], str | None]:
+    """Newest first, one page (``limit``) and the cursor of the next page (None on the last one)."""
+    query = select(Request).order_by(col(Request.id).desc()).limit(filters.limit + 1)
+    for name in ("api_key_id", "kind", "status", "run_id", "call_id"):
+        value = getattr(filters, name)
+        if value is not None:
+            query = query.where(getattr(Request, name) == value)
+    if filters.before:
+        query = query.where(col(Request.id) < filters.before)
+    if filters.recipient:
+        wanted = addresses.normalise(filters.recipient)
+        holders = select(Recipient.request_id).where(func.lower(Recipient.address) == wanted.lower())
+        query = query.where(col(Request.id).in_(holders))
+    rows = list((await session.exec(query)).all())
+    more = len(rows) > filters.limit
+    rows = rows[: filters.limit]
+    return await load_views(session, rows), (rows[-1].id if more and rows else None)
+
+
+async def list_for_agent(
+    svc: Services, principal: Principal, kind: str, filters: Filters
+) -> tuple[list[RequestView], str | None]:
+    async with svc.db.read() as session:
+        return await list_views(session, replace(filters, api_key_id=principal.key_id, kind=kind))
 
 
 async def record_event(svc: Services, request_id: str, type_: str, actor: str | None, **data: Any) -> None:
