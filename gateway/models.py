@@ -195,6 +195,7 @@ class Response(SQLModel, table=True):
     comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     via: str
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    late: bool = False  # given after the request was decided: kept, shown, and changes nothing
 
 
 class OutboxMessage(SQLModel, table=True):

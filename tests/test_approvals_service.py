@@ -79,9 +79,18 @@ async def test_all_is_rejected_by_the_first_rejection(live: Live) -> None:
     done = await view(live, approval)
     assert done["status"] == "rejected" and done["decided_by"] == "bob@example.com"
     assert done["comment"] == "No, the numbers are wrong."
-    # Carol answers after the decision: refused, and the answer does not change the outcome.
-    assert (await by_reply(live, mails["carol@example.com"], "approve")).startswith("ignored")
-    assert (await view(live, approval))["status"] == "rejected"
+    # Carol answers after the decision: kept for the agent to see, marked late, and changes nothing.
+    outcome = await pipeline.process(live.services, mailclients.gmail(mails["carol@example.com"], "approve"))
+    assert (outcome.outcome, outcome.reason) == ("recorded", "late_response")
+    done = await view(live, approval)
+    assert (done["status"], done["decided_by"]) == ("rejected", "bob@example.com")
+    assert [(r["approver"], r["decision"], r["late"]) for r in done["responses"]] == [
+        ("alice@example.com", "approve", False),
+        ("bob@example.com", "reject", False),
+        ("carol@example.com", "approve", True),
+    ]
+    told = (await mails_to(live, "carol@example.com", 3))[-1]  # request, "rejected by bob", this confirmation
+    assert "had already been rejected by bob@example.com: it changes nothing" in text_part(told)
 
 
 async def test_quorum_decides_at_n_and_rejects_when_out_of_reach(live: Live) -> None:
@@ -132,6 +141,24 @@ async def test_notices_confirmation_and_word_to_the_others(live: Live) -> None:
         assert notice["In-Reply-To"] == mails[other]["Message-ID"]
         assert notice["Auto-Submitted"] == "auto-replied"
     assert (await view(live, approval))["status"] == "approved"
+
+
+async def test_a_form_posted_after_the_decision_is_kept_as_late(live: Live) -> None:
+    approval, mails = await team_approval(live, "any")
+    link = link_ending(mails["bob@example.com"], "/reject")
+    async with httpx.AsyncClient() as browser:
+        form = await browser.get(link)  # Bob opens his page while the request is pending ...
+        assert await by_link(mails["alice@example.com"], "approve") == 303  # ... Alice decides ...
+        fields = {"csrf_token": csrf_from(form.text), "decision": "reject", "comment": "too late?"}
+        posted = await browser.post(form_url(link), data=fields, follow_redirects=True)  # ... then Bob posts
+    assert posted.status_code == 200
+    assert "had already been decided: it changes nothing" in posted.text
+    done = await view(live, approval)
+    assert (done["status"], done["decided_by"]) == ("approved", "alice@example.com")
+    assert [(r["approver"], r["late"]) for r in done["responses"]] == [
+        ("alice@example.com", False),
+        ("bob@example.com", True),
+    ]
 
 
 async def test_cancel_tells_every_recipient_and_stops_links_and_replies(live: Live) -> None:

@@ -108,12 +108,22 @@ async def test_question_answered_by_option_and_free_text(live: Live) -> None:
     assert body["responded_by"] == "bob@example.com"
     assert body["responded_via"] == "link"
 
-    # The other recipient's free answer comes too late: refused, and the answer stays.
+    # The other recipient's free answer comes too late: kept as a late response, and the answer stays.
     async with httpx.AsyncClient(timeout=10) as browser:
-        late = await browser.post(form_url(carol_answer), data={"csrf_token": carol_csrf, "response": "A is better"})
-    assert late.status_code == 409
-    assert "already answered" in late.text
-    assert (await live.client.get(f"/v1/questions/{question['id']}")).json()["response_option"] == "b"
+        late = await browser.post(
+            form_url(carol_answer),
+            data={"csrf_token": carol_csrf, "response": "A is better"},
+            follow_redirects=True,
+        )
+    assert late.status_code == 200
+    assert "had already been decided: it changes nothing" in late.text
+    assert "Answered by bob@example.com" in late.text
+    after = (await live.client.get(f"/v1/questions/{question['id']}")).json()
+    assert (after["response_option"], after["responded_by"]) == ("b", "bob@example.com")
+    assert [(r["approver"], r["response"], r["late"]) for r in after["responses"]] == [
+        ("bob@example.com", "Draft B", False),
+        ("carol@example.com", "A is better", True),
+    ]
 
 
 async def test_free_text_answer(live: Live) -> None:

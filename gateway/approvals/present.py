@@ -59,6 +59,7 @@ def approval_out(view: RequestView) -> ApprovalOut:
                 via=x.via,
                 at=x.at,
                 reject_option=x.option,
+                late=x.late,
             )
             for x in view.responses
         ],
@@ -87,7 +88,9 @@ def question_out(view: RequestView) -> QuestionOut:
         state=r.state,
         ref=r.ref,
         responses=[
-            QuestionResponseOut(approver=x.approver, response=x.comment, response_option=x.option, via=x.via, at=x.at)
+            QuestionResponseOut(
+                approver=x.approver, response=x.comment, response_option=x.option, via=x.via, at=x.at, late=x.late
+            )
             for x in view.responses
         ],
         recipients=_recipients(view),

@@ -198,6 +198,7 @@ class ResponseOut(BaseModel):
     via: str
     at: datetime
     reject_option: str | None = None
+    late: bool = False  # given after the decision: recorded, changes nothing
 
 
 class RecipientOut(BaseModel):
@@ -237,6 +238,7 @@ class QuestionResponseOut(BaseModel):
     response_option: str | None
     via: str
     at: datetime
+    late: bool = False
 
 
 class QuestionOut(BaseModel):

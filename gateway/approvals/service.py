@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -249,6 +250,13 @@ class Decision:
     request: Request
     response: Response
     decided: bool
+    late: bool = False
+
+
+DECIDED = frozenset({"approved", "rejected", "answered"})
+_ANSWERED = select(Response.id).where(
+    Response.request_id == bindparam("rid"), Response.recipient_id == bindparam("rcp")
+)
 
 
 async def respond(
@@ -270,7 +278,7 @@ async def respond(
     if decision not in ("approve", "reject", "answer"):
         raise InvalidInputError(f"unknown decision {decision!r}")
     comment = (comment or "").strip() or None
-    expired = decided = False
+    expired = decided = late = False
     response: Response | None = None
     async with svc.db.write() as session:
         recipient = await session.get(Recipient, recipient_id)
@@ -285,7 +293,10 @@ async def respond(
             await _expire_in(svc, session, request)
             expired = True
         else:
-            if request.status != "pending":
+            # After a decision an answer is still kept (the agent sees every response) but changes nothing;
+            # after an expiry or a cancel, nothing counts any more.
+            late = request.status in DECIDED
+            if request.status != "pending" and not late:
                 raise NotPendingError(request.id, request.status)
             response = Response(
                 id=new_id("rsp"),
@@ -296,12 +307,13 @@ async def respond(
                 option=option,
                 comment=comment,
                 via=via,
+                late=late,
             )
+            # Each recipient answers once; the request's lock makes this check exact, the unique pair backs it.
+            if (await session.exec(_ANSWERED, params={"rid": request.id, "rcp": recipient.id})).first():
+                raise AlreadyRespondedError(request.id, recipient.address)
             session.add(response)
-            try:
-                await session.flush()  # the unique (request, recipient) pair: each recipient answers once
-            except IntegrityError as exc:
-                raise AlreadyRespondedError(request.id, recipient.address) from exc
+            await session.flush()
             session.add(
                 event(
                     request.id,
@@ -311,10 +323,11 @@ async def respond(
                     via=via,
                     option=option,
                     comment=comment,
+                    **({"late": True} if late else {}),
                     **(meta or {}),
                 )
             )
-            decided = await _apply_policy(session, request, response)
+            decided = False if late else await _apply_policy(session, request, response)
             if also is not None:
                 session.add_all(also(request, response, decided))
             session.add_all(await effects.after_response(svc, session, request, recipient, response, decided))
@@ -325,7 +338,7 @@ async def respond(
     # Every response wakes waiters (they hold a view that is now stale); only decisions end their wait.
     svc.notifier.notify(request.id)
     assert response is not None
-    return Decision(request=request, response=response, decided=decided)
+    return Decision(request=request, response=response, decided=decided, late=response.late)
 
 
 def _check_option(request: Request, decision: str, option: str | None) -> None:

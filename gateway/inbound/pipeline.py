@@ -246,6 +246,8 @@ async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.D
 
     def also(current: Request, response: Response, decided: bool) -> list[Any]:
         record.outcome = "decided" if decided else "recorded"
+        if response.late:  # kept for the agent to see, but the request was already decided
+            record.reason = "late_response"
         original = mail.extra.get("original_message_id")
         return [record, *notices.confirmation(svc, current, recipient, response, mail.message_id, original)]
 
@@ -318,7 +320,9 @@ async def process(svc: Services, raw: bytes, source: str = "imap") -> Outcome:
         return await _refused(svc, mail, record, InboundError(f"internal error: {type(exc).__name__}"))
     assert mail.request is not None
     svc.wake_outbox()  # the confirmation was queued with the decision
-    return Outcome("decided" if decision.decided else "recorded", None, mail.request.id)
+    return Outcome(
+        "decided" if decision.decided else "recorded", "late_response" if decision.late else None, mail.request.id
+    )
 
 
 async def _refused(svc: Services, mail: Inbound, record: InboundMessage, exc: InboundError) -> Outcome:

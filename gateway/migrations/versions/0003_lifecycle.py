@@ -30,6 +30,8 @@ def upgrade() -> None:
         batch_op.create_index("ix_requests_due", ["status", "next_due_at"], unique=False)
     with op.batch_alter_table("recipients", schema=None) as batch_op:
         batch_op.add_column(sa.Column("escalated", sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table("responses", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("late", sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.add_column(sa.Column("seq", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("prev_hash", sa.String(), nullable=True))
@@ -80,6 +82,8 @@ def downgrade() -> None:
         batch_op.drop_column("hash")
         batch_op.drop_column("prev_hash")
         batch_op.drop_column("seq")
+    with op.batch_alter_table("responses", schema=None) as batch_op:
+        batch_op.drop_column("late")
     with op.batch_alter_table("recipients", schema=None) as batch_op:
         batch_op.drop_column("escalated")
     with op.batch_alter_table("requests", schema=None) as batch_op:
