@@ -114,7 +114,8 @@ async def test_nothing_automatic_forged_late_or_repeated_decides(live_imap: Live
     assert body["status"] == "approved" and len(body["responses"]) == 1
     events = (await live.client.get(f"/v1/approvals/{approval['id']}/events")).json()
     reasons = sorted(e["data"]["reason"] for e in events if e["type"] == "reply_ignored")
-    assert reasons == ["automated", "automated", "request_not_pending", "sender_mismatch"]
+    # The decider changing their mind after deciding: each person answers once.
+    assert reasons == ["already_responded", "automated", "automated", "sender_mismatch"]
     async with live.services.db.read() as session:
         from sqlmodel import select
 
