@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
 
-from gateway import __version__
+from gateway import __version__, observability
 from gateway.api import errors
-from gateway.api.deps import services
 from gateway.approvals.routes import router as approvals_router
 from gateway.links.routes import router as links_router
 from gateway.runtime import Runtime
-from gateway.services import Services
 
 DESCRIPTION = """Email-first approvals and questions for AI agents.
 
@@ -43,12 +41,13 @@ def create_app(runtime: Runtime) -> FastAPI:
 
         app.include_router(dev_router)
 
-    @app.get("/healthz", tags=["health"], summary="200 while the database answers")
-    async def healthz(svc: Services = Depends(services)) -> JSONResponse:
-        try:
-            await svc.db.ping()
-        except Exception as exc:
-            return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
-        return JSONResponse({"status": "ok", "waiters": svc.notifier.waiting})
+    @app.get("/healthz", tags=["health"], summary="200 while the database answers; says if anything is stuck")
+    async def healthz() -> JSONResponse:
+        status, body = await observability.health(runtime)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(await observability.metrics(runtime), media_type="text/plain; version=0.0.4")
 
     return app

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from gateway import __version__
 from gateway.settings import ConfigError, Settings, load_settings
@@ -78,11 +80,30 @@ def _fail_config(exc: ConfigError) -> int:
     return 2
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line (GATEWAY_LOG_FORMAT=json), for log pipelines that parse fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def _logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper()
+    if os.environ.get("GATEWAY_LOG_FORMAT", "text").lower() == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

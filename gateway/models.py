@@ -218,6 +218,8 @@ class OutboxMessage(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = _dt()
+    # Claimed by one sender until then (several replicas): if that sender dies, another takes the row after.
+    lease_until: datetime | None = _dt()
 
 
 class Event(SQLModel, table=True):

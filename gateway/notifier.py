@@ -35,6 +35,15 @@ class Notifier:
             event.set()
         return len(waiters)
 
+    def notify_all(self) -> int:
+        """Wake every waiter (after a lost cross-process signal connection: each re-reads its request)."""
+        count = 0
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+                count += 1
+        return count
+
     @property
     def waiting(self) -> int:
         return sum(len(w) for w in self._waiters.values())

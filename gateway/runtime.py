@@ -14,12 +14,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from gateway import migrate
 from gateway.approvals.tasks import Scheduler
+from gateway.bus import Bus
 from gateway.db import Database
 from gateway.dev.mailbox import DevMailbox
 from gateway.inbound.poller import ImapPoller
+from gateway.leader import Leadership, lock_key
 from gateway.links.tokens import Signer
 from gateway.mail.outbox import WEBHOOK, OutboxSender
 from gateway.mail.smtp import SmtpTransport
@@ -63,6 +66,11 @@ async def upgrade_schema(db: Database) -> None:
             await conn.execute(text("SELECT pg_advisory_unlock(727274)"))
 
 
+def asyncpg_dsn(url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq DSN for a raw asyncpg connection (the LISTEN one)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -73,6 +81,7 @@ class Runtime:
     services: Services | None = None
     poller: ImapPoller | None = None
     scheduler: Scheduler | None = None
+    leadership: Leadership | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> Services:
@@ -99,6 +108,9 @@ class Runtime:
             templates=make_environment(settings.templates_dir),
         )
         self.services = svc
+        if not db.is_sqlite:
+            svc.bus = Bus(asyncpg_dsn(settings.async_database_url), svc.deliver)
+            await svc.bus.start()
         if self.workers:
             sender = OutboxSender(svc, SmtpTransport(settings))
             self._tasks.append(asyncio.create_task(sender.run(), name="outbox-sender"))
@@ -108,7 +120,14 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
             if settings.imap_host:
                 self.poller = ImapPoller(svc)
-                self._tasks.append(asyncio.create_task(self.poller.run(), name="imap-poller"))
+                if db.is_sqlite:
+                    self._tasks.append(asyncio.create_task(self.poller.run(), name="imap-poller"))
+                else:  # one poller per mailbox across replicas
+                    key = lock_key("imap", settings.imap_host, settings.imap_username or "", settings.imap_mailbox)
+                    self.leadership = Leadership(
+                        asyncpg_dsn(settings.async_database_url), key, self.poller.run, retry=settings.leader_retry
+                    )
+                    self._tasks.append(asyncio.create_task(self.leadership.run(), name="imap-poller-election"))
         if self.on_ready is not None:
             await self.on_ready(svc)
         return svc
@@ -122,6 +141,8 @@ class Runtime:
         self._tasks.clear()
         if self.dev_mailbox is not None:
             await self.dev_mailbox.stop()
+        if self.services is not None and self.services.bus is not None:
+            await self.services.bus.stop()
         if self.services is not None:
             await self.services.group_commit.close()
             await self.services.db.dispose()

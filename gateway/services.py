@@ -8,9 +8,11 @@ from datetime import datetime
 
 from jinja2 import Environment
 
+from gateway.bus import OUTBOX, REQUEST, SCHEDULER, Bus
 from gateway.db import Database, GroupCommit
 from gateway.keys import KeyStore
 from gateway.links.tokens import Signer
+from gateway.models import utcnow
 from gateway.notifier import Notifier
 from gateway.settings import Settings
 
@@ -26,6 +28,7 @@ class Services:
     webhook_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     scheduler_sleeps_until: datetime | None = None  # set by the scheduler while it sleeps
+    bus: Bus | None = None  # PostgreSQL: the other processes hear of every signal
     keys: KeyStore = field(init=False)
     group_commit: GroupCommit = field(init=False)
 
@@ -33,10 +36,31 @@ class Services:
         self.keys = KeyStore(self.db)
         self.group_commit = GroupCommit(self.db)
 
+    def request_changed(self, request_id: str) -> None:
+        """A change to this request committed: wake its waiters here and in every other process."""
+        self.notifier.notify(request_id)
+        if self.bus is not None:
+            self.bus.publish(REQUEST, request_id)
+
     def wake_outbox(self) -> None:
         """Mail and webhooks were queued (both senders look; each finds only its own rows)."""
         self.outbox_wakeup.set()
         self.webhook_wakeup.set()
+        if self.bus is not None:
+            self.bus.publish(OUTBOX)
+
+    def deliver(self, kind: str, key: str | None) -> None:
+        """A signal from another process (see gateway.bus); ``"*"``: wake everything to re-check."""
+        if kind in (REQUEST, "*"):
+            if key is not None:
+                self.notifier.notify(key)
+            else:
+                self.notifier.notify_all()
+        if kind in (OUTBOX, "*"):
+            self.outbox_wakeup.set()
+            self.webhook_wakeup.set()
+        if kind in (SCHEDULER, "*"):
+            self.scheduler_wakeup.set()
 
     def wake_scheduler(self, due: datetime | None) -> None:
         """A request is due at ``due``: wake the scheduler only if it would otherwise sleep past that."""
@@ -45,3 +69,5 @@ class Services:
         until = self.scheduler_sleeps_until
         if until is None or due < until:
             self.scheduler_wakeup.set()
+        if self.bus is not None and (due - utcnow()).total_seconds() < self.settings.scheduler_max_sleep:
+            self.bus.publish(SCHEDULER)  # later than that, every scheduler finds it on its own

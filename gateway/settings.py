@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     imap_ca_file: Path | None = None
     imap_poll_interval: float = 30.0
     imap_idle_renew: float = 600.0
+    leader_retry: float = 2.0  # PostgreSQL: how often a replica tries to become the mailbox's one poller
     inbound_require_auth: bool = False
     trusted_authserv_ids: str = ""
 
@@ -69,6 +70,8 @@ class Settings(BaseSettings):
     outbox_backoff_base: float = 2.0
     outbox_backoff_max: float = 3600.0
     outbox_batch_size: int = 50
+    outbox_lease: float = 120.0  # seconds a sender holds the mails it claimed before another may take them
+    outbox_stuck_after: float = 600.0  # /healthz says "degraded" when a delivery has been pending longer
 
     # The life of a request: default reminder schedule and escalation (a request's own settings win).
     reminder_after: int | None = None

@@ -68,6 +68,8 @@ class SinkHandler:
         raw = envelope.original_content or b""
         with self.sink.lock:
             self.sink.received.append((list(envelope.rcpt_tos), raw))
+        if self.sink.delay:
+            await asyncio.sleep(self.sink.delay)  # a slow server: the 250 comes late
         return "250 Message accepted"
 
 
@@ -78,6 +80,7 @@ class SmtpSink:
 
     port: int = field(default_factory=free_port)
     mode: str = "accept"
+    delay: float = 0.0
     received: list[tuple[list[str], bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
@@ -182,7 +185,11 @@ TABLES = ["inbound_messages", "events", "responses", "outbox", "recipients", "re
 async def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path}/gateway.sqlite3"
-    url: str = request.getfixturevalue("postgres_database")
+    return await empty_postgres(request.getfixturevalue("postgres_database"))
+
+
+async def empty_postgres(url: str) -> str:
+    """The throwaway PostgreSQL database with every table emptied."""
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         exists = (await conn.execute(text("SELECT to_regclass('public.requests')"))).scalar()

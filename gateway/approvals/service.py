@@ -173,7 +173,7 @@ async def expire_if_due(svc: Services, request_id: str) -> bool:
         if request is None or not is_due_to_expire(request):
             return False
         await _expire_in(svc, session, request)
-    svc.notifier.notify(request_id)
+    svc.request_changed(request_id)
     svc.wake_outbox()
     return True
 
@@ -184,7 +184,7 @@ async def process_due(svc: Services, request_id: str, now: datetime) -> str | No
     Returns what was done ("expired", "escalated", "reminded", "escalated+reminded") or None."""
     done: list[str] = []
     async with svc.db.write() as session:
-        request = await _lock_request(svc, session, request_id)
+        request = await _lock_request(svc, session, request_id, skip_locked=True)
         if request is None or request.status != "pending" or request.next_due_at is None or request.next_due_at > now:
             return None
         if is_due_to_expire(request, now):
@@ -202,16 +202,21 @@ async def process_due(svc: Services, request_id: str, now: datetime) -> str | No
             request.next_due_at = lifecycle.next_due(request)
             session.add(request)
     if "expired" in done:
-        svc.notifier.notify(request_id)
+        svc.request_changed(request_id)
     if done:
         svc.wake_outbox()
     return "+".join(done) or None
 
 
-async def _lock_request(svc: Services, session: AsyncSession, request_id: str) -> Request | None:
+async def _lock_request(
+    svc: Services, session: AsyncSession, request_id: str, skip_locked: bool = False
+) -> Request | None:
+    """The request, locked for this transaction. ``skip_locked``: None at once if another transaction holds it
+    (a scheduler on another replica is already handling it)."""
     query = select(Request).where(Request.id == request_id)
     if not svc.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serialises writers
-        query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE: inserts that reference it go on
+        # FOR NO KEY UPDATE: inserts that reference the request (events, responses) are not blocked by it.
+        query = query.with_for_update(key_share=True, skip_locked=skip_locked)
     return (await session.exec(query)).first()
 
 
@@ -333,10 +338,10 @@ async def respond(
             session.add_all(await effects.after_response(svc, session, request, recipient, response, decided))
     svc.wake_outbox()
     if expired:
-        svc.notifier.notify(request.id)
+        svc.request_changed(request.id)
         raise NotPendingError(request.id, "expired")
     # Every response wakes waiters (they hold a view that is now stale); only decisions end their wait.
-    svc.notifier.notify(request.id)
+    svc.request_changed(request.id)
     assert response is not None
     return Decision(request=request, response=response, decided=decided, late=response.late)
 
@@ -408,7 +413,7 @@ async def cancel(svc: Services, principal: Principal, kind: str, request_id: str
             session.add(request)
             session.add(event(request.id, "cancelled", principal.name))
             session.add_all(await effects.after_close(svc, session, request))
-    svc.notifier.notify(request_id)
+    svc.request_changed(request_id)
     svc.wake_outbox()
     if request.status != "cancelled":
         raise NotPendingError(request.id, request.status)

@@ -67,7 +67,10 @@ class Scheduler:
         while True:
             svc.scheduler_wakeup.clear()
             try:
-                _, next_at = await self.tick()
+                handled, next_at = await self.tick()
+                if next_at is not None and next_at <= self.clock() and not handled:
+                    # Still due but not ours to handle now (another replica holds it): look again shortly.
+                    next_at = self.clock() + timedelta(seconds=0.2)
             except Exception:
                 log.exception("scheduler: database error; retrying in 5 s")
                 next_at = self.clock() + timedelta(seconds=5)

@@ -17,6 +17,7 @@ import logging
 import random
 import re
 import ssl
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -58,6 +59,7 @@ class PollerStatus:
     connected: bool = False
     processed: int = 0
     last_error: str | None = None
+    last_check: float | None = None  # time.time() when the mailbox was last read to the end
 
 
 class ConnectionLostError(Exception):
@@ -243,6 +245,7 @@ class ImapPoller:
             await self.set_aside(client, [u for u in chunk if u in messages])
             state.last_uid = chunk[-1]
             await self.save_state(state)
+        self.status.last_check = time.time()
         return done
 
     async def process_batch(self, batch: list[tuple[int, bytes]]) -> int:

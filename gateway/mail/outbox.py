@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import type_coerce
+from sqlalchemy import case, or_, type_coerce, update
 from sqlmodel import col, func, select
 
 from gateway.audit import event
@@ -65,19 +65,45 @@ class OutboxSender:
         kind = col(OutboxMessage.kind)
         return kind == WEBHOOK if self.channel == WEBHOOK else kind != WEBHOOK
 
-    async def due(self, limit: int) -> list[OutboxMessage]:
-        query = (
-            select(OutboxMessage)
-            .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= utcnow(), self._mine())
+    async def claim(self, limit: int) -> list[OutboxMessage]:
+        """Take up to ``limit`` due rows for this sender alone, for the lease's length.
+
+        On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets every replica's sender claim at once without waiting on
+        or taking each other's rows; a row whose lease ran out (its sender died mid-batch) is due again.
+        """
+        now = utcnow()
+        pick = (
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status == "pending",
+                OutboxMessage.next_attempt_at <= now,
+                self._mine(),
+                or_(col(OutboxMessage.lease_until).is_(None), col(OutboxMessage.lease_until) < now),
+            )
             .order_by(col(OutboxMessage.next_attempt_at))
             .limit(limit)
         )
-        async with self.svc.db.read() as session:
-            return list((await session.exec(query)).all())
+        if not self.svc.db.is_sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        async with self.svc.db.write() as session:
+            ids = list((await session.exec(pick)).all())
+            if not ids:
+                return []
+            lease = now + timedelta(seconds=self.svc.settings.outbox_lease)
+            conn = await session.connection()
+            await conn.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(ids)).values(lease_until=lease))
+            rows = (await session.exec(select(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))).all()
+        by_id = {row.id: row for row in rows}
+        return [by_id[i] for i in ids if i in by_id]
 
     async def next_due_at(self) -> datetime | None:
         # Typed as the column is, so SQLite's untyped aggregate comes back as an aware datetime too.
-        earliest = type_coerce(func.min(OutboxMessage.next_attempt_at), UTCDateTime())
+        # A claimed row is due again when its lease runs out (its sender may have died).
+        due_at = case(
+            (col(OutboxMessage.lease_until) > OutboxMessage.next_attempt_at, col(OutboxMessage.lease_until)),
+            else_=OutboxMessage.next_attempt_at,
+        )
+        earliest = type_coerce(func.min(due_at), UTCDateTime())
         query = select(earliest).where(OutboxMessage.status == "pending", self._mine())
         async with self.svc.db.read() as session:
             return (await session.exec(query)).first()
@@ -118,6 +144,7 @@ class OutboxSender:
                 row.attempts += 1
                 row.next_attempt_at = outcome.next_attempt_at
                 row.last_error = outcome.error
+                row.lease_until = None
                 if outcome.status == "sent":
                     row.sent_at = now
                 session.add(row)
@@ -134,14 +161,20 @@ class OutboxSender:
                     session.add(event(row.request_id, outcome.event, None, **data))
 
     async def run_once(self) -> int:
-        """Send everything due now; returns how many mails were tried."""
+        """Send everything due now; returns how many mails were tried.
+
+        Each outcome is committed as soon as it is known, so a sender killed mid-batch can at most send one mail
+        twice (the one between the server's 250 and our commit); its other claimed mails go to another sender
+        when their lease runs out.
+        """
         tried = 0
         while True:
-            batch = await self.due(self.svc.settings.outbox_batch_size)
+            batch = await self.claim(self.svc.settings.outbox_batch_size)
             if not batch:
                 return tried
             tried += len(batch)
-            await self.record([await self.attempt(mail) for mail in batch])
+            for mail in batch:
+                await self.record([await self.attempt(mail)])
 
     async def run(self) -> None:
         wakeup = self.wakeup

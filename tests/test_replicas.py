@@ -1,0 +1,198 @@
+"""Several `gateway serve` replicas on one PostgreSQL: a decision on one wakes a waiter on the other, a sender
+killed mid-batch leaves its mail to the other, and the mailbox's one poller fails over."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.db import Database
+from gateway.keys import create_key
+from gateway.migrate import upgrade
+from tests import mailclients
+from tests.conftest import SECRET, SmtpSink, empty_postgres, free_port, imap_settings, link_ending
+from tests.processes import clean_env, wait_healthy
+from tests.test_approvals_service import request_mail_to
+from tests.test_links_routes import csrf_from, form_url
+
+
+@pytest.fixture
+async def pg(postgres_database: str) -> tuple[str, str]:
+    """(database URL, an API key) on an emptied, migrated PostgreSQL database."""
+    url = await empty_postgres(postgres_database)
+    db = Database(url)
+    await upgrade(db)
+    _, key = await create_key(db, "replica-agent")
+    await db.dispose()
+    return url, key
+
+
+@contextmanager
+def replica(
+    tmp_path: Path, database_url: str, smtp_port: int, name: str, **settings: Any
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    env = {
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "GATEWAY_SECRET_KEYS": SECRET,
+        "GATEWAY_FROM_ADDRESS": "gateway@example.test",
+        "GATEWAY_REPLY_ADDRESS": "replies@example.test",
+        "GATEWAY_SMTP_HOST": "127.0.0.1",
+        "GATEWAY_SMTP_PORT": str(smtp_port),
+        "GATEWAY_SMTP_SECURITY": "none",
+        "GATEWAY_OUTBOX_BACKOFF_BASE": "0.2",
+        "GATEWAY_OUTBOX_BACKOFF_MAX": "1",
+    }
+    env.update({f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()})
+    with open(tmp_path / f"{name}.log", "a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=clean_env(**env),
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+BODY = {"fn": "wire_money", "kwargs": {"amount": 5}, "channel": {"email": {"to": ["alice@example.com"]}}}
+
+
+async def test_a_decision_on_one_replica_wakes_a_waiter_on_the_other(
+    tmp_path: Path, pg: tuple[str, str], smtp_sink: SmtpSink
+) -> None:
+    url, key = pg
+    auth = {"Authorization": f"Bearer {key}"}
+    with replica(tmp_path, url, smtp_sink.port, "a") as (a, _), replica(tmp_path, url, smtp_sink.port, "b") as (b, _):
+        async with httpx.AsyncClient(headers=auth, timeout=30) as client:
+            latencies = []
+            for n in range(5):
+                created = (await client.post(f"{a}/v1/approvals", json={**BODY, "kwargs": {"n": n}})).json()
+                waiter = asyncio.create_task(client.get(f"{a}/v1/approvals/{created['id']}", params={"wait": 20}))
+                mail = await request_mail_to(smtp_sink, created["id"], "alice@example.com")
+                link = link_ending(mail, "/approve").replace(a, b)  # the human's click lands on replica B
+                async with httpx.AsyncClient() as browser:
+                    page = await browser.get(link)
+                    await asyncio.sleep(0.2)  # the waiter on A is parked
+                    started = time.perf_counter()
+                    posted = await browser.post(
+                        form_url(link), data={"csrf_token": csrf_from(page.text), "decision": "approve"}
+                    )
+                assert posted.status_code == 303
+                body = (await asyncio.wait_for(waiter, 10)).json()
+                latencies.append(time.perf_counter() - started)
+                assert body["status"] == "approved" and body["decided_via"] == "link"
+    assert max(latencies) < 1.0, latencies  # woken by NOTIFY, not by the 20 s long-poll running out
+
+
+async def test_a_sender_killed_mid_batch_leaves_its_mail_to_the_other(
+    tmp_path: Path, pg: tuple[str, str], smtp_sink: SmtpSink
+) -> None:
+    url, key = pg
+    smtp_sink.delay = 0.15  # a slow server, so the kill lands mid-batch
+    count = 20
+    auth = {"Authorization": f"Bearer {key}"}
+    with replica(tmp_path, url, smtp_sink.port, "a", outbox_lease=2) as (a, proc_a):
+        async with httpx.AsyncClient(headers=auth, timeout=30) as client:
+            for n in range(count):
+                assert (await client.post(f"{a}/v1/approvals", json={**BODY, "call_id": f"c{n}"})).status_code == 201
+        await smtp_sink.wait_for(4, timeout=15)
+        proc_a.send_signal(signal.SIGKILL)
+        proc_a.wait(5)
+    sent_by_a = len(smtp_sink.received)
+    assert sent_by_a < count  # A died with claimed mail unsent
+    smtp_sink.delay = 0
+    with replica(tmp_path, url, smtp_sink.port, "b", outbox_lease=2):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ids = Counter(str(m["Message-ID"]) for m in smtp_sink.messages)
+            if len(ids) == count:
+                break
+            await asyncio.sleep(0.1)
+    ids = Counter(str(m["Message-ID"]) for m in smtp_sink.messages)
+    assert len(ids) == count  # every mail sent
+    assert sum(n - 1 for n in ids.values()) <= 1  # at most the one in flight when A died went twice
+
+
+async def test_the_mailbox_poller_fails_over(
+    tmp_path: Path, pg: tuple[str, str], smtp_sink: SmtpSink, dovecot: Any
+) -> None:
+    url, key = pg
+    imap = {k: v for k, v in imap_settings(dovecot).items()}
+    extra = {**imap, "leader_retry": 0.5, "imap_idle_renew": 30}
+    auth = {"Authorization": f"Bearer {key}"}
+    with (
+        replica(tmp_path, url, smtp_sink.port, "a", **extra) as (a, proc_a),
+        replica(tmp_path, url, smtp_sink.port, "b", **extra) as (b, proc_b),
+    ):
+        roles = {}
+        for _ in range(100):
+            roles = {base: (await _health(base)).get("poller", {}).get("role") for base in (a, b)}
+            if sorted(roles.values()) == ["leading", "standby"]:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(roles.values()) == ["leading", "standby"], roles
+        leader = a if roles[a] == "leading" else b
+        other = b if leader == a else a
+        async with httpx.AsyncClient(headers=auth, timeout=30) as client:
+            made = [
+                (await client.post(f"{other}/v1/approvals", json={**BODY, "call_id": f"p{n}"})).json() for n in range(4)
+            ]
+            mails = await smtp_sink.wait_for(4)
+            by_ref = {a["ref"]: a for a in made}
+            originals = {by_ref[str(m["Subject"]).split("[#")[1].rstrip("]")]["id"]: m for m in mails}
+
+            # One reply while the leader reads, then the leader dies and more replies arrive.
+            first, *rest = list(originals.items())
+            await asyncio.to_thread(dovecot.append, mailclients.gmail(first[1], "approve"))
+            await _until_status(client, other, first[0], "approved")
+            (proc_a if leader == a else proc_b).send_signal(signal.SIGKILL)
+            for _, mail in rest:
+                await asyncio.to_thread(dovecot.append, mailclients.gmail(mail, "approve"))
+            await asyncio.to_thread(dovecot.append, mailclients.gmail(first[1], "approve"))  # a re-delivery
+            for approval_id, _ in rest:
+                await _until_status(client, other, approval_id, "approved", timeout=20)
+            assert (await _health(other))["poller"]["role"] == "leading"
+            for approval_id in originals:
+                body = (await client.get(f"{other}/v1/approvals/{approval_id}")).json()
+                assert len(body["responses"]) == 1  # nothing decided twice
+
+
+async def _until_status(
+    client: httpx.AsyncClient, base: str, approval_id: str, status: str, timeout: float = 10
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (await client.get(f"{base}/v1/approvals/{approval_id}")).json()["status"] == status:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{approval_id} did not become {status}")
+
+
+async def _health(base: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"{base}/healthz")).json()  # type: ignore[no-any-return]
