@@ -101,6 +101,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     host: str
     port: int
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @contextmanager
@@ -149,7 +150,7 @@ def gateway_server(
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("gateway did not start")
                 time.sleep(0.1)
-            yield Server(base=base, key=key, proc=proc, host="127.0.0.1", port=port)
+            yield Server(base=base, key=key, proc=proc, host="127.0.0.1", port=port, env=env)
         finally:
             proc.send_signal(signal.SIGINT)
             try:

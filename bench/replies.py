@@ -23,7 +23,7 @@ def raw_bytes(rec: dict) -> bytes:
     return rec["raw"].encode(rec.get("raw_encoding", "utf-8").split(" ")[0], "surrogateescape")
 
 
-def main() -> None:
+def measure() -> list[tuple[str, str, str]]:
     sys.path.insert(0, str(CORPUS.parent / "tools"))
     import score_replies
 
@@ -55,20 +55,19 @@ def main() -> None:
             automated_kind(raw)
     auto_speed = 5 * len(auto_raw) / (time.perf_counter() - started)
 
-    print(
-        table(
-            f"Reply reading on ../shared/corpus, on {machine()}",
-            [
-                ("extract_reply lenient", f"{lenient:.1%}", f"target >= 95% (n={len(replies)}; talon 86.9%)"),
-                ("extract_reply strict", f"{strict:.1%}", ""),
-                ("quoted history leaked", f"{leaks}", ""),
-                ("extract_reply speed", f"{speed:,.0f} msg/s", "target >= 5,000"),
-                ("automated_kind right", f"{right}/{len(auto_raw)}", "target all"),
-                ("human replies called automatic", f"{false_alarms}/{len(humans)}", "target 0"),
-                ("automated_kind speed", f"{auto_speed:,.0f} msg/s", ""),
-            ],
-        )
-    )
+    return [
+        ("extract_reply lenient", f"{lenient:.1%}", f"target >= 95% (n={len(replies)}; talon 86.9%)"),
+        ("extract_reply strict", f"{strict:.1%}", ""),
+        ("quoted history leaked", f"{leaks}", ""),
+        ("extract_reply speed", f"{speed:,.0f} msg/s", "target >= 5,000"),
+        ("automated_kind right", f"{right}/{len(auto_raw)}", "target all"),
+        ("human replies called automatic", f"{false_alarms}/{len(humans)}", "target 0"),
+        ("automated_kind speed", f"{auto_speed:,.0f} msg/s", ""),
+    ]
+
+
+def main() -> None:
+    print(table(f"Reply reading on ../shared/corpus, on {machine()}", measure()))
 
 
 if __name__ == "__main__":

@@ -86,14 +86,7 @@ async def bulk_load(db: Database, key_id: str, count: int) -> None:
             await conn.execute(insert(Recipient.__table__), recipients)  # type: ignore[attr-defined]
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--due", type=int, default=50, help="requests due within the measured window")
-    parser.add_argument("--idle", type=float, default=5.0, help="seconds of the idle window")
-    parser.add_argument("--database-url", default=None)
-    args = parser.parse_args()
-
+async def measure(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     tmp = tempfile.mkdtemp(prefix="gw-bench-sched-")
     url = args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.sqlite3"
     settings = Settings(
@@ -171,27 +164,37 @@ async def main() -> None:
     await db.dispose()
     current, peak = rss_mib(os.getpid())
 
+    return [
+        ("bulk load", f"{load_s:.1f} s", ""),
+        ("first tick (due query + next-due query)", f"{first_tick_ms:.1f} ms", ""),
+        ("next due after load", f"{(next_at - utcnow()).total_seconds() / 60:.0f} min" if next_at else "-", ""),
+        (f"idle CPU over {args.idle:.0f} s", f"{idle_cpu * 100:.2f} %", "flat: ~0"),
+        (f"SQL statements over {args.idle:.0f} s idle", f"{idle_statements}", "0 (no scanning)"),
+        ("due events fired", f"{len(lateness)}/{args.due}", f"{args.due}"),
+        ("lateness p50", f"{percentile(lateness, 50):.1f} ms", ""),
+        ("lateness p99", f"{percentile(lateness, 99):.1f} ms", "< 1000 ms"),
+        ("lateness max", f"{max(lateness) if lateness else float('nan'):.1f} ms", "< 1000 ms"),
+        ("process RSS (peak)", f"{current:.0f} MiB ({peak:.0f})", ""),
+    ]
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--due", type=int, default=50, help="requests due within the measured window")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of the idle window")
+    parser.add_argument("--database-url", default=None)
+    return parser.parse_args(argv)
+
+
+async def main() -> None:
+    args = arguments()
+    rows = await measure(args)
+    backend = "PostgreSQL" if args.database_url else "SQLite (WAL)"
     print(f"machine: {machine()}")
-    backend = "PostgreSQL" if url.startswith("postgres") else "SQLite (WAL)"
     print(f"database: {backend}; command: python bench/scheduler.py --requests {args.requests} --due {args.due}")
     print()
-    print(
-        table(
-            f"scheduler with {args.requests:,} pending requests (reminders + expiries)",
-            [
-                ("bulk load", f"{load_s:.1f} s", ""),
-                ("first tick (due query + next-due query)", f"{first_tick_ms:.1f} ms", ""),
-                ("next due after load", f"{(next_at - utcnow()).total_seconds() / 60:.0f} min" if next_at else "-", ""),
-                (f"idle CPU over {args.idle:.0f} s", f"{idle_cpu * 100:.2f} %", "flat: ~0"),
-                (f"SQL statements over {args.idle:.0f} s idle", f"{idle_statements}", "0 (no scanning)"),
-                ("due events fired", f"{len(lateness)}/{args.due}", f"{args.due}"),
-                ("lateness p50", f"{percentile(lateness, 50):.1f} ms", ""),
-                ("lateness p99", f"{percentile(lateness, 99):.1f} ms", "< 1000 ms"),
-                ("lateness max", f"{max(lateness) if lateness else float('nan'):.1f} ms", "< 1000 ms"),
-                ("process RSS (peak)", f"{current:.0f} MiB ({peak:.0f})", ""),
-            ],
-        )
-    )
+    print(table(f"scheduler with {args.requests:,} pending requests (reminders + expiries)", rows))
 
 
 if __name__ == "__main__":

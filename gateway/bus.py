@@ -57,8 +57,10 @@ class Bus:
         conn, self._conn = self._conn, None
         self.connected.clear()
         if conn is not None:
+            # terminate(), not close(): close() waits on the server, and on a dead connection it can wait for
+            # ever, even through a cancelled wait_for. Dropping the socket is enough to end a LISTEN.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2)
+                conn.terminate()
 
     def _received(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
         if pid == self._pid:

@@ -66,7 +66,7 @@ class Leadership:
             except Exception as exc:
                 log.warning("leader: lost or could not take lock %s: %s", self.key, exc)
             finally:
-                if conn is not None:
+                if conn is not None:  # dropping the socket releases the lock (close() can hang on a dead one)
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 2)
+                        conn.terminate()
             await asyncio.sleep(self.retry)

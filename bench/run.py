@@ -1,0 +1,172 @@
+"""Every figure in one run and one table: `python -m bench` (or `python bench/run.py`).
+
+Runs each benchmark of this folder in turn (never two at once: they share the machine's cores) against real
+servers: `gateway serve` processes on SQLite and on a throwaway PostgreSQL database (one and two replicas), an
+aiosmtpd sink, Dovecot for replies, the reply corpus in ../shared/corpus. Prints the machine, the date and one
+table; `--quick` runs smaller sizes for a smoke test.
+
+    python -m bench [--quick] [--postgres postgresql://postgres@127.0.0.1:5432/postgres] [--only submit,wake]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import inbound, outbox, replies, scheduler, submit, wake
+from bench.common import machine
+
+Row = tuple[str, str, str]
+
+
+@contextlib.contextmanager
+def throwaway_database(admin_url: str) -> Iterator[str]:
+    """An empty PostgreSQL database for one benchmark, dropped after."""
+    import asyncpg
+
+    name = f"gw_bench_{secrets.token_hex(4)}"
+    dsn = admin_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{dsn.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _pick(rows: list[Row], label: str) -> str:
+    return next(value for name, value, _ in rows if name.startswith(label))
+
+
+def submissions(pg: str, seconds: float) -> list[Row]:
+    out = []
+    cases: list[tuple[str, str | None, int]] = [("SQLite", None, 1), ("PostgreSQL, 1 replica", "pg", 1)]
+    cases.append(("PostgreSQL, 2 replicas", "pg", 2))
+    for label, backend, replicas in cases:
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(throwaway_database(pg)) if backend else None
+            f = submit.measure(url, replicas, seconds, concurrency=16 * replicas)
+        target = ">= 1,000/s, p99 < 100 ms" if backend is None else ("as many as SQLite" if replicas == 2 else "")
+        out.append(
+            (
+                f"submissions/s ({label})",
+                f"{f.rate:,.0f}/s, p50 {f.p50_ms:.0f} ms, p99 {f.p99_ms:.0f} ms, {f.errors} errors,"
+                f" RSS {f.peak_mib:.0f} MiB",
+                target,
+            )
+        )
+    return out
+
+
+def wakeups(pg: str, sizes: list[int], samples: int) -> list[Row]:
+    out = []
+    for waiters in sizes:
+        for across in (False, True):
+            with contextlib.ExitStack() as stack:
+                url = stack.enter_context(throwaway_database(pg)) if across else None
+                rows = asyncio.run(wake.run(waiters, samples, url, across))
+            where = "across replicas, PostgreSQL" if across else "same process, SQLite"
+            out.append(
+                (
+                    f"wake, {waiters:,} waiters ({where})",
+                    f"p50 {_pick(rows, 'decision -> waiter woken p50')},"
+                    f" p99 {_pick(rows, 'decision -> waiter woken p99')},"
+                    f" RSS {_pick(rows, 'server RSS with all waiting')}",
+                    "p99 < 100 ms" if across else "p99 < 50 ms, < 1 GiB",
+                )
+            )
+    return out
+
+
+def mail_out(mails: int) -> list[Row]:
+    return [("outbox mails/s into aiosmtpd (SQLite)", f"{outbox.measure(mails):,.0f}/s", "")]
+
+
+def replies_in(count: int, samples: int) -> list[Row]:
+    rows = asyncio.run(inbound.run(count, samples))
+    return [
+        ("inbound replies/s (Dovecot -> decisions)", _pick(rows, "replies / second"), ">= 200/s"),
+        (
+            "reply APPEND -> waiting agent answered",
+            f"p50 {_pick(rows, 'APPEND -> waiting agent answered p50')}, "
+            f"p99 {_pick(rows, 'APPEND -> waiting agent answered p99')}",
+            "< 650 ms (Dovecot pushes after ~500 ms)",
+        ),
+    ]
+
+
+def reading() -> list[Row]:
+    rows = replies.measure()
+    return [
+        (
+            "extract_reply on ../shared/corpus",
+            f"{_pick(rows, 'extract_reply lenient')} lenient, {_pick(rows, 'extract_reply strict')} strict,"
+            f" {_pick(rows, 'extract_reply speed')}",
+            ">= 95 %, >= 5,000 msg/s",
+        ),
+        ("automated_kind", f"{_pick(rows, 'automated_kind right')} right", "all"),
+    ]
+
+
+def scheduling(requests: int) -> list[Row]:
+    rows = asyncio.run(scheduler.measure(scheduler.arguments(["--requests", str(requests)])))
+    return [
+        (
+            f"scheduler, {requests:,} pending (SQLite)",
+            f"idle CPU {_pick(rows, 'idle CPU')}, {_pick(rows, 'SQL statements')} statements idle, "
+            f"lateness p99 {_pick(rows, 'lateness p99')}",
+            "flat, < 1 s",
+        )
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run every benchmark and print one table.")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not figures")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin URL")
+    parser.add_argument("--only", default="", help="comma-separated: submit,wake,outbox,inbound,replies,scheduler")
+    args = parser.parse_args()
+    quick = args.quick
+    steps: dict[str, Callable[[], list[Row]]] = {
+        "submit": lambda: submissions(args.postgres, 3 if quick else 10),
+        "wake": lambda: wakeups(args.postgres, [200] if quick else [1_000, 10_000], 20 if quick else 200),
+        "outbox": lambda: mail_out(200 if quick else 2_000),
+        "inbound": lambda: replies_in(100 if quick else 1_000, 5 if quick else 20),
+        "replies": reading,
+        "scheduler": lambda: scheduling(10_000 if quick else 100_000),
+    }
+    only = [s for s in args.only.split(",") if s] or list(steps)
+    rows: list[Row] = []
+    started = time.perf_counter()
+    for name in only:
+        print(f"... {name}", file=sys.stderr, flush=True)
+        rows += steps[name]()
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    print(f"gateway benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
+    print(f"command: python -m bench{' --quick' if quick else ''}; took {time.perf_counter() - started:.0f} s")
+    print()
+    print(f"{'figure':<{width}}  {'measured':<{vwidth}}  target")
+    print(f"{'-' * width}  {'-' * vwidth}  ------")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:<{vwidth}}  {target}")
+
+
+if __name__ == "__main__":
+    main()
