@@ -66,6 +66,12 @@ async def wait_for_decision(svc: Services, who: Principal, kind: str, request_id
     return view
 
 
+def as_json(model: BaseModel, status: int = 200) -> Response:
+    """The model as the response, serialized once: the route's response_model still documents it, but FastAPI
+    would validate the model it was just given all over again (a measurable share of a submit's CPU)."""
+    return Response(model.model_dump_json().encode(), status_code=status, media_type="application/json")
+
+
 def _register(
     kind: str,
     plural: str,
@@ -79,13 +85,11 @@ def _register(
 
     async def create(
         body: create_model,  # type: ignore[valid-type]
-        response: Response,
         who: Principal = Depends(principal),
         svc: Services = Depends(services),
     ) -> Any:
         view, created = await service.create_request(svc, who, body)
-        response.status_code = 201 if created else 200
-        return present(view)
+        return as_json(present(view), 201 if created else 200)
 
     async def get(
         request_id: str,
@@ -93,7 +97,7 @@ def _register(
         who: Principal = Depends(principal),
         svc: Services = Depends(services),
     ) -> Any:
-        return present(await wait_for_decision(svc, who, kind, request_id, wait))
+        return as_json(present(await wait_for_decision(svc, who, kind, request_id, wait)))
 
     async def listing(
         status: str | None = Query(None, description="Only requests in this status."),
