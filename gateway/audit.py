@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import bindparam, func, select, text, tuple_
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.orm import Session
 from sqlmodel import col
 from sqlmodel import select as select_rows
@@ -67,18 +67,22 @@ def seal(events: Iterable[Event], tails: dict[str, Tail] | None = None) -> dict[
     return heads
 
 
+_EVENTS = Event.__table__.c  # type: ignore[attr-defined]
+_LAST = (
+    select(_EVENTS.request_id, func.max(_EVENTS.seq).label("seq"))
+    .where(_EVENTS.request_id.in_(bindparam("ids", expanding=True)))
+    .group_by(_EVENTS.request_id)
+    .subquery()
+)
+# Built once: it runs on every flush that writes events, and composing it cost more than running it.
+_TAILS = select(_EVENTS.request_id, _EVENTS.seq, _EVENTS.hash).where(
+    tuple_(_EVENTS.request_id, _EVENTS.seq).in_(select(_LAST.c.request_id, _LAST.c.seq))
+)
+
+
 def _tails(session: Session, request_ids: Sequence[str]) -> dict[str, Tail]:
-    table = Event.__table__.c  # type: ignore[attr-defined]
-    last = (
-        select(table.request_id, func.max(table.seq).label("seq"))
-        .where(table.request_id.in_(request_ids))
-        .group_by(table.request_id)
-        .subquery()
-    )
-    query = select(table.request_id, table.seq, table.hash).where(
-        tuple_(table.request_id, table.seq).in_(select(last.c.request_id, last.c.seq))
-    )
-    return {rid: Tail(seq, digest_) for rid, seq, digest_ in session.execute(query) if seq is not None}
+    rows = session.execute(_TAILS, {"ids": list(request_ids)})
+    return {rid: Tail(seq, digest_) for rid, seq, digest_ in rows if seq is not None}
 
 
 def _before_flush(session: Session, _context: Any, _instances: Any) -> None:

@@ -206,7 +206,7 @@ class OutboxMessage(SQLModel, table=True):
 
     id: str = Field(primary_key=True)
     request_id: str | None = Field(default=None, foreign_key="requests.id", index=True)
-    recipient_id: str | None = Field(default=None, foreign_key="recipients.id")
+    recipient_id: str | None = Field(default=None, foreign_key="recipients.id", index=True)
     kind: str
     mail_from: str
     rcpt_to: list[str] = Field(sa_column=Column(JSON, nullable=False))

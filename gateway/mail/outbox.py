@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import case, or_, type_coerce, update
+from sqlalchemy import bindparam, case, or_, type_coerce, update
 from sqlmodel import col, func, select
 
 from gateway.audit import event
@@ -49,6 +49,21 @@ def backoff(attempts: int, base: float, cap: float) -> float:
 
 
 WEBHOOK = "webhook"
+
+_OUTBOX = OutboxMessage.__table__.c  # type: ignore[attr-defined]
+# Built once (it runs after every delivery attempt).
+_RECORD = (
+    update(OutboxMessage.__table__)  # type: ignore[attr-defined]
+    .where(_OUTBOX.id == bindparam("b_id"), _OUTBOX.status == "pending")
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        last_error=bindparam("last_error"),
+        sent_at=func.coalesce(bindparam("sent_at", type_=UTCDateTime()), _OUTBOX.sent_at),
+        lease_until=None,
+    )
+)
 
 
 class OutboxSender:
@@ -128,37 +143,31 @@ class OutboxSender:
             return Outcome(mail.id, "pending", f"{self.channel}_deferred", "internal error", retry_at)
         return Outcome(mail.id, "sent", f"{self.channel}_sent", None, mail.next_attempt_at)
 
-    async def record(self, outcomes: list[Outcome]) -> None:
-        """All outcomes of a batch in one transaction (one commit per batch, not per mail)."""
-        now = utcnow()
+    async def record(self, mail: OutboxMessage, outcome: Outcome) -> None:
+        """One outcome, committed at once: one UPDATE (no read; the claimed row is in hand) and its audit event.
+        A row that is no longer pending (another sender got it after our lease ran out) is left alone."""
+        values: dict[str, Any] = {
+            "b_id": mail.id,
+            "status": outcome.status,
+            "attempts": mail.attempts + 1,
+            "next_attempt_at": outcome.next_attempt_at,
+            "last_error": outcome.error,
+            "sent_at": utcnow() if outcome.status == "sent" else None,
+        }
         async with self.svc.db.write() as session:
-            rows = await session.exec(
-                select(OutboxMessage).where(col(OutboxMessage.id).in_([o.mail_id for o in outcomes]))
-            )
-            by_id = {row.id: row for row in rows.all()}
-            for outcome in outcomes:
-                row = by_id.get(outcome.mail_id)
-                if row is None or row.status != "pending":
-                    continue
-                row.status = outcome.status
-                row.attempts += 1
-                row.next_attempt_at = outcome.next_attempt_at
-                row.last_error = outcome.error
-                row.lease_until = None
-                if outcome.status == "sent":
-                    row.sent_at = now
-                session.add(row)
-                if row.request_id:
-                    data: dict[str, object] = {
-                        "to": row.rcpt_to[0],
-                        "message_id": row.message_id,
-                        "attempt": row.attempts,
-                    }
-                    if outcome.error:
-                        data["error"] = outcome.error
-                    if outcome.event.endswith("_deferred"):
-                        data["next_attempt_at"] = outcome.next_attempt_at.isoformat()
-                    session.add(event(row.request_id, outcome.event, None, **data))
+            conn = await session.connection()
+            updated = await conn.execute(_RECORD, values)
+            if updated.rowcount and mail.request_id:
+                data: dict[str, object] = {
+                    "to": mail.rcpt_to[0],
+                    "message_id": mail.message_id,
+                    "attempt": mail.attempts + 1,
+                }
+                if outcome.error:
+                    data["error"] = outcome.error
+                if outcome.event.endswith("_deferred"):
+                    data["next_attempt_at"] = outcome.next_attempt_at.isoformat()
+                session.add(event(mail.request_id, outcome.event, None, **data))
 
     async def run_once(self) -> int:
         """Send everything due now; returns how many mails were tried.
@@ -174,7 +183,7 @@ class OutboxSender:
                 return tried
             tried += len(batch)
             for mail in batch:
-                await self.record([await self.attempt(mail)])
+                await self.record(mail, await self.attempt(mail))
 
     async def run(self) -> None:
         wakeup = self.wakeup
