@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, tuple_
+from sqlalchemy import bindparam, func, insert, select, text, tuple_
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 from sqlmodel import col
 from sqlmodel import select as select_rows
 
-from gateway.models import Event, build
+from gateway.models import Event, build, column_values
 
 GENESIS = "0" * 64
 
@@ -96,6 +96,18 @@ def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
                 session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:rid, 7))"), {"rid": rid})
         tails = _tails(session, ids)
     seal(new, tails)  # in the order they were added, which is also the order they are inserted
+
+
+async def append(conn: Any, events: Sequence[Event]) -> None:
+    """Seal and insert ``events`` on an async Core connection inside the caller's transaction: the cheap path
+    for hot writers (one delivery outcome) that have no ORM objects to flush."""
+    ids = sorted({ev.request_id for ev in events})
+    if conn.dialect.name == "postgresql":
+        for rid in ids:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:rid, 7))"), {"rid": rid})
+    rows = await conn.execute(_TAILS, {"ids": ids})
+    seal(events, {rid: Tail(seq, value) for rid, seq, value in rows if seq is not None})
+    await conn.execute(insert(Event.__table__), [column_values(ev) for ev in events])  # type: ignore[attr-defined]
 
 
 def install() -> None:

@@ -202,7 +202,10 @@ class OutboxMessage(SQLModel, table=True):
     """A mail waiting to go out, written in the same transaction as the request it belongs to."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_kind_due", "kind", "status", "next_attempt_at"),  # the webhook sender's own queue
+    )
 
     id: str = Field(primary_key=True)
     request_id: str | None = Field(default=None, foreign_key="requests.id", index=True)

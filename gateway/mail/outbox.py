@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, case, or_, type_coerce, update
+from sqlalchemy import bindparam, or_, type_coerce, update
 from sqlmodel import col, func, select
 
+from gateway import audit
 from gateway.audit import event
 from gateway.mail.smtp import DeliveryError
 from gateway.models import OutboxMessage, UTCDateTime, utcnow
@@ -98,6 +99,9 @@ class OutboxSender:
             .order_by(col(OutboxMessage.next_attempt_at))
             .limit(limit)
         )
+        async with self.svc.db.read() as session:  # most wake-ups find nothing: no write lock for those
+            if not (await session.exec(pick.limit(1))).first():
+                return []
         if not self.svc.db.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
         async with self.svc.db.write() as session:
@@ -113,15 +117,18 @@ class OutboxSender:
 
     async def next_due_at(self) -> datetime | None:
         # Typed as the column is, so SQLite's untyped aggregate comes back as an aware datetime too.
-        # A claimed row is due again when its lease runs out (its sender may have died).
-        due_at = case(
-            (col(OutboxMessage.lease_until) > OutboxMessage.next_attempt_at, col(OutboxMessage.lease_until)),
-            else_=OutboxMessage.next_attempt_at,
-        )
-        earliest = type_coerce(func.min(due_at), UTCDateTime())
-        query = select(earliest).where(OutboxMessage.status == "pending", self._mine())
+        # Two indexed minimums, no scan: unclaimed rows are due at their next attempt, claimed ones when their
+        # lease runs out (their sender may have died).
+        free = type_coerce(func.min(OutboxMessage.next_attempt_at), UTCDateTime())
+        leased = type_coerce(func.min(OutboxMessage.lease_until), UTCDateTime())
+        pending = (OutboxMessage.status == "pending", self._mine())
         async with self.svc.db.read() as session:
-            return (await session.exec(query)).first()
+            first = (await session.exec(select(free).where(*pending, col(OutboxMessage.lease_until).is_(None)))).first()
+            claimed = (
+                await session.exec(select(leased).where(*pending, col(OutboxMessage.lease_until).is_not(None)))
+            ).first()
+        times = [t for t in (first, claimed) if t is not None]
+        return min(times) if times else None
 
     async def attempt(self, mail: OutboxMessage) -> Outcome:
         """Try once. Never raises: an unexpected error is a deferral like any other."""
@@ -167,7 +174,7 @@ class OutboxSender:
                     data["error"] = outcome.error
                 if outcome.event.endswith("_deferred"):
                     data["next_attempt_at"] = outcome.next_attempt_at.isoformat()
-                session.add(event(mail.request_id, outcome.event, None, **data))
+                await audit.append(conn, [event(mail.request_id, outcome.event, None, **data)])
 
     async def run_once(self) -> int:
         """Send everything due now; returns how many mails were tried.

@@ -23,9 +23,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("lease_until", gateway.models.UTCDateTime(timezone=True), nullable=True))
         # A reply is matched to its recipient's original mail by this column: without the index, a scan.
         batch_op.create_index(batch_op.f("ix_outbox_recipient_id"), ["recipient_id"], unique=False)
+        batch_op.create_index("ix_outbox_kind_due", ["kind", "status", "next_attempt_at"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_kind_due")
         batch_op.drop_index(batch_op.f("ix_outbox_recipient_id"))
         batch_op.drop_column("lease_until")
