@@ -67,6 +67,8 @@ def seal(events: Iterable[Event], tails: dict[str, Tail] | None = None) -> dict[
     return heads
 
 
+# PostgreSQL: one writer at a time per request's chain, held to the end of the transaction.
+_LOCK_CHAIN = text("SELECT pg_advisory_xact_lock(hashtextextended(:rid, 7))")
 _EVENTS = Event.__table__.c  # type: ignore[attr-defined]
 _LAST = (
     select(_EVENTS.request_id, func.max(_EVENTS.seq).label("seq"))
@@ -93,7 +95,7 @@ def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
     with session.no_autoflush:
         if session.get_bind().dialect.name == "postgresql":
             for rid in ids:  # sorted, so two writers never wait on each other in opposite orders
-                session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:rid, 7))"), {"rid": rid})
+                session.execute(_LOCK_CHAIN, {"rid": rid})
         tails = _tails(session, ids)
     seal(new, tails)  # in the order they were added, which is also the order they are inserted
 
@@ -104,7 +106,7 @@ async def append(conn: Any, events: Sequence[Event]) -> None:
     ids = sorted({ev.request_id for ev in events})
     if conn.dialect.name == "postgresql":
         for rid in ids:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:rid, 7))"), {"rid": rid})
+            await conn.execute(_LOCK_CHAIN, {"rid": rid})
     rows = await conn.execute(_TAILS, {"ids": ids})
     seal(events, {rid: Tail(seq, value) for rid, seq, value in rows if seq is not None})
     await conn.execute(insert(Event.__table__), [column_values(ev) for ev in events])  # type: ignore[attr-defined]

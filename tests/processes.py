@@ -54,11 +54,21 @@ def stop(proc: subprocess.Popen[str]) -> None:
 def dev_process(tmp_path: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """`gateway dev` with the test key; the same ``tmp_path`` and ``port`` restart the same gateway."""
     port = port or free_port()
+    args = ["dev", "--port", str(port), "--db", str(tmp_path / "dev.sqlite3")]
+    with gateway_process(tmp_path, args, port, clean_env(GATEWAY_DEV_API_KEY=DEV_KEY)) as running:
+        yield running
+
+
+@contextmanager
+def gateway_process(
+    tmp_path: Path, args: list[str], port: int, env: dict[str, str], log_name: str = "gateway.log"
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`gateway ARGS` serving on ``port``, healthy before it is handed out, stopped after."""
     # Output to a file, not a pipe nobody reads: a full pipe would stall the gateway mid-test.
-    with open(tmp_path / "gateway.log", "a") as log:
+    with open(tmp_path / log_name, "a") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "dev", "--port", str(port), "--db", str(tmp_path / "dev.sqlite3")],
-            env=clean_env(GATEWAY_DEV_API_KEY=DEV_KEY),
+            [sys.executable, "-m", "gateway", *args],
+            env=env,
             cwd=tmp_path,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -70,6 +80,18 @@ def dev_process(tmp_path: Path, port: int | None = None) -> Iterator[tuple[str, 
         yield base, proc
     finally:
         stop(proc)
+
+
+def gateway_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One `gateway ARGS` command against ``database_url``, with none of this environment's GATEWAY_ settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=clean_env(GATEWAY_DATABASE_URL=database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def mails_to(base: str, address: str, requests_only: bool = True) -> list[dict[str, Any]]:

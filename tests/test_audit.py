@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 from sqlalchemy import text
@@ -17,15 +14,8 @@ from gateway.keys import create_key
 from gateway.migrate import upgrade
 from gateway.models import Event, Request, build, utcnow
 from tests.conftest import Live, link_ending
+from tests.processes import gateway_cli
 from tests.test_links_routes import open_and_submit
-
-
-def _gateway(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def test_digest_covers_every_field() -> None:
@@ -111,7 +101,7 @@ async def test_gateway_audit_verify_finds_an_edited_row(database_url: str) -> No
     await db.dispose()
 
     url = database_url.replace("+aiosqlite", "").replace("+asyncpg", "")
-    clean = await asyncio.to_thread(_gateway, url, "audit", "verify")
+    clean = await asyncio.to_thread(gateway_cli, url, "audit", "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "2 request(s), 6 event(s) checked: intact" in clean.stdout
 
@@ -121,7 +111,7 @@ async def test_gateway_audit_verify_finds_an_edited_row(database_url: str) -> No
             text("UPDATE events SET actor = 'mallory' WHERE request_id = 'apr_audit1' AND seq = 2"),
         )
     await db.dispose()
-    broken = await asyncio.to_thread(_gateway, url, "audit", "verify")
+    broken = await asyncio.to_thread(gateway_cli, url, "audit", "verify")
     assert broken.returncode == 1
     assert "BROKEN apr_audit1 event #2" in broken.stdout
     assert "content was changed" in broken.stdout

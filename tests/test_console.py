@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 
 from gateway.approvals.console import cell, table
 from tests.conftest import Live
-
-
-def _gateway(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+from tests.processes import gateway_cli
 
 
 def test_cells_are_one_printable_line() -> None:
@@ -32,21 +22,21 @@ async def test_list_and_show(live: Live) -> None:
     cancelled = await live.approval(fn="delete_repo", channel={"email": {"to": ["bob@example.com"]}})
     await live.client.post(f"/v1/approvals/{cancelled['id']}/cancel")
 
-    listed = await asyncio.to_thread(_gateway, url, "requests", "list")
+    listed = await asyncio.to_thread(gateway_cli, url, "requests", "list")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split()[:3] == ["ID", "STATUS", "AGENT"]
     assert lines[1].startswith(cancelled["id"]) and "cancelled" in lines[1] and "test-agent" in lines[1]
     assert lines[2].startswith(pending["id"]) and "wire_money" in lines[2] and "alice@example.com" in lines[2]
 
-    only = await asyncio.to_thread(_gateway, url, "requests", "list", "--status", "pending", "--run", "run-7")
+    only = await asyncio.to_thread(gateway_cli, url, "requests", "list", "--status", "pending", "--run", "run-7")
     assert [line.split()[0] for line in only.stdout.splitlines()[1:]] == [pending["id"]]
-    by_recipient = await asyncio.to_thread(_gateway, url, "requests", "list", "--recipient", "bob@example.com")
+    by_recipient = await asyncio.to_thread(gateway_cli, url, "requests", "list", "--recipient", "bob@example.com")
     assert [line.split()[0] for line in by_recipient.stdout.splitlines()[1:]] == [cancelled["id"]]
-    paged = await asyncio.to_thread(_gateway, url, "requests", "list", "--limit", "1")
+    paged = await asyncio.to_thread(gateway_cli, url, "requests", "list", "--limit", "1")
     assert f"(more: --before {cancelled['id']})" in paged.stdout
 
-    shown = await asyncio.to_thread(_gateway, url, "requests", "show", cancelled["id"])
+    shown = await asyncio.to_thread(gateway_cli, url, "requests", "show", cancelled["id"])
     assert shown.returncode == 0, shown.stderr
     assert "delete_repo" in shown.stdout and "cancelled" in shown.stdout
     assert "bob@example.com" in shown.stdout
@@ -55,5 +45,5 @@ async def test_list_and_show(live: Live) -> None:
     events = [line.split()[3] for line in trail[1:]]  # seq, date, time, event
     assert events[0] == "created" and "cancelled" in events
 
-    missing = await asyncio.to_thread(_gateway, url, "requests", "show", "apr_nothing")
+    missing = await asyncio.to_thread(gateway_cli, url, "requests", "show", "apr_nothing")
     assert missing.returncode == 1 and "no request apr_nothing" in missing.stderr

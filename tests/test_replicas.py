@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from gateway.keys import create_key
 from gateway.migrate import upgrade
 from tests import mailclients
 from tests.conftest import SECRET, SmtpSink, empty_postgres, free_port, imap_settings, link_ending
-from tests.processes import clean_env, wait_healthy
+from tests.processes import clean_env, gateway_process
 from tests.test_approvals_service import request_mail_to
 from tests.test_links_routes import csrf_from, form_url
 
@@ -56,27 +55,9 @@ def replica(
         "GATEWAY_OUTBOX_BACKOFF_MAX": "1",
     }
     env.update({f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()})
-    with open(tmp_path / f"{name}.log", "a") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=clean_env(**env),
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, proc)
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    with gateway_process(tmp_path, args, port, clean_env(**env), f"{name}.log") as running:
+        yield running
 
 
 BODY = {"fn": "wire_money", "kwargs": {"amount": 5}, "channel": {"email": {"to": ["alice@example.com"]}}}

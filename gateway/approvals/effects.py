@@ -43,6 +43,8 @@ async def after_response(
     """The responder's confirmation (a reply gets its own from the inbound pipeline, in the reply's thread),
     the others' word that it was decided and by whom, and the webhooks."""
     rows: list[Any] = []
+    if response.via == "reply" and not decided:  # the pipeline confirms in the reply's thread: nothing here
+        return await _webhooks(svc, session, request, final=False)
     mail_threads = await threads(session, request.id)
     if response.via != "reply":
         rows += notices.link_confirmation(svc, request, recipient, response, mail_threads.get(recipient.id))
