@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -141,6 +142,11 @@ def _run_http(app: object, host: str, port: int) -> int:
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")  # type: ignore[arg-type]
     server = uvicorn.Server(config)
+    # Everything loaded so far (modules, mappers, routes, compiled schemas) lives as long as the process: moved
+    # out of the collector's sight, a full collection no longer walks it (one took tens of ms under load, the
+    # submit p99).
+    gc.collect()
+    gc.freeze()
     server.run()  # uvloop and httptools when installed
     return 0 if server.started else 1
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import _sqlite_inline, audit
-from gateway.models import column_values
+from gateway.models import Event, column_values
 from gateway.settings import normalise_database_url
 
 
@@ -112,6 +112,25 @@ class Database:
             await self.write_engine.dispose()
 
 
+async def insert_rows(conn: Any, rows: Sequence[Any]) -> None:
+    """New rows as Core INSERTs, one executemany per table, tables in the order they first appear: the rows are
+    new and written once, so the ORM's unit of work (identity map, state tracking) would be pure cost."""
+    by_table: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_table.setdefault(type(row).__table__, []).append(column_values(row))
+    for table, values in by_table.items():
+        await conn.execute(insert(table), values)
+
+
+async def write_rows(conn: Any, rows: Sequence[Any]) -> None:
+    """:func:`insert_rows` for the rows that follow a change (outbox mails, inbound records), with their audit
+    events sealed onto their requests' chains (:func:`gateway.audit.append`)."""
+    await insert_rows(conn, [row for row in rows if not isinstance(row, Event)])
+    events = [row for row in rows if isinstance(row, Event)]
+    if events:
+        await audit.append(conn, events)
+
+
 class GroupCommit:
     """Commits many small insert-only units in one transaction.
 
@@ -135,18 +154,11 @@ class GroupCommit:
         await future
 
     async def _write(self, units: list[list[list[Any]]]) -> None:
-        # Core bulk INSERTs, one executemany per table and tier: the rows are new and written once, so the
-        # ORM's unit of work (identity map, state tracking) would be pure cost here.
         async with self._db.write() as session:
             conn = await session.connection()
             depth = max(len(u) for u in units)
             for level in range(depth):
-                by_table: dict[Any, list[dict[str, Any]]] = {}
-                for unit in units:
-                    for row in unit[level] if level < len(unit) else ():
-                        by_table.setdefault(type(row).__table__, []).append(column_values(row))
-                for table, rows in by_table.items():
-                    await conn.execute(insert(table), rows)
+                await insert_rows(conn, [row for unit in units for row in (unit[level] if level < len(unit) else ())])
 
     async def _run(self) -> None:
         while True:

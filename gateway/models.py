@@ -70,6 +70,13 @@ def build(cls: type[_Row], **values: Any) -> _Row:
     return obj
 
 
+def from_row(cls: type[_Row], row: Any) -> _Row:
+    """A read-only copy of a stored row from a Core result that selected ``cls``'s table (among others): cheaper
+    than loading it through a session. It is transient: never ``session.add`` it (that would INSERT it again)."""
+    mapping = row._mapping
+    return build(cls, **{c.name: mapping[c] for c in cls.__table__.columns})  # type: ignore[attr-defined]
+
+
 def column_values(row: SQLModel) -> dict[str, Any]:
     """A row's column values for a Core INSERT, leaving out an unset autoincrement key."""
     state = row.__dict__
@@ -214,7 +221,8 @@ class OutboxMessage(SQLModel, table=True):
     mail_from: str
     rcpt_to: list[str] = Field(sa_column=Column(JSON, nullable=False))
     message_id: str = Field(unique=True)
-    raw: str = Field(sa_column=Column(Text, nullable=False))
+    # The whole message; None for a request mail queued at submit, until the sender composes it (mail.compose).
+    raw: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     status: str = "pending"  # pending | sent | failed
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

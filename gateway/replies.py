@@ -357,14 +357,15 @@ def _clean_text(text: str) -> str:
 # --- public API -----------------------------------------------------------------------------------------
 
 
-def extract_reply(raw: bytes | str, *, html: bool = False) -> str:
+def extract_reply(raw: bytes | str | Message, *, html: bool = False) -> str:
     """The new text of a reply, without quoted history or signature.
 
-    ``raw`` as bytes is a whole RFC 822 message (the text part is preferred, else the HTML one); as str it is a
-    bare body, HTML when ``html``.
+    ``raw`` as bytes is a whole RFC 822 message (the text part is preferred, else the HTML one), or that message
+    already parsed (by :func:`parse_message`: the pipeline parses each mail once); as str it is a bare body, HTML
+    when ``html``.
     """
-    if isinstance(raw, bytes):
-        plain, markup = _body_parts(parse_message(raw))
+    if isinstance(raw, bytes | Message):
+        plain, markup = _body_parts(parse_message(raw) if isinstance(raw, bytes) else raw)
         if plain is not None and plain.strip():
             return _clean_text(plain)
         if markup is not None:
@@ -426,14 +427,14 @@ def _safe_header(msg: Message, name: str) -> str:
         return ""
 
 
-def automated_kind(raw: bytes) -> AutomatedKind | None:
+def automated_kind(raw: bytes | Message) -> AutomatedKind | None:
     """ "bounce" for delivery reports, "auto_reply" for out-of-office and other automatic answers, or None.
 
     Neither ever counts as a human's decision. First: is it automatic at all (RFC 3834 headers, robot senders,
     list managers, an empty return path, an out-of-office subject, a delivery report)? Then: a bounce or an
-    auto-reply, by structure, sender, subject and body.
+    auto-reply, by structure, sender, subject and body. ``raw`` may be the message already parsed.
     """
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    msg = parse_message(raw) if isinstance(raw, bytes) else raw
     subject = _decoded_subject(_safe_header(msg, "Subject"))
     sender = _address(_safe_header(msg, "From"))
     auto_subject = bool(_AUTO_REPLY_SUBJECT_RE.search(subject))

@@ -112,7 +112,8 @@ class Runtime:
             svc.bus = Bus(asyncpg_dsn(settings.async_database_url), svc.deliver)
             await svc.bus.start()
         if self.workers:
-            sender = OutboxSender(svc, SmtpTransport(settings))
+            connections = [SmtpTransport(settings) for _ in range(settings.smtp_connections)]
+            sender = OutboxSender(svc, connections[0], lanes=connections)
             self._tasks.append(asyncio.create_task(sender.run(), name="outbox-sender"))
             hooks = OutboxSender(svc, WebhookTransport(settings), channel=WEBHOOK)
             self._tasks.append(asyncio.create_task(hooks.run(), name="webhook-sender"))

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_security: Security = "starttls"
     smtp_timeout: float = 30.0
+    smtp_connections: int = 4  # mails sent at once, each over its own reused connection
 
     imap_host: str | None = None
     imap_port: int | None = None
@@ -93,6 +94,7 @@ class Settings(BaseSettings):
         "link_max_age",
         "outbox_max_attempts",
         "outbox_batch_size",
+        "smtp_connections",
         "reminder_after",
         "reminder_every",
         "reminder_max",

@@ -188,8 +188,9 @@ async def test_uidvalidity_change_starts_over_safely(database_url: str, smtp_sin
         await append(dovecot, b"Subject: after\r\nMessage-ID: <after@x>\r\n\r\nhello\r\n", "Replies")
         task = asyncio.create_task(poller.session())
 
-        async def seen_after() -> bool:
-            return poller.status.processed == 4
+        async def seen_after() -> bool:  # processed, and its place in the new mailbox saved (that comes after)
+            saved = await poller.load_state()
+            return poller.status.processed == 4 and saved is not None and saved.last_uid == 1
 
         await until(seen_after)
         task.cancel()

@@ -147,3 +147,137 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert 3.2 <= delays[1] <= 4.8
     assert all(d <= 120.0 for d in delays)
     assert delays[-1] >= 80.0
+
+
+async def _stored(live: Live, approval_id: str) -> OutboxMessage:
+    async with live.services.db.read() as session:
+        query = select(OutboxMessage).where(OutboxMessage.request_id == approval_id)
+        return (await session.exec(query)).one()
+
+
+async def test_a_queued_mail_is_composed_once_and_what_was_sent_is_what_is_stored(live: Live) -> None:
+    """Submit queues the mail unwritten; the sender composes it before the first attempt and keeps it with the
+    outcome, so a retry after a deferral sends the very same message (same Date, boundary and links)."""
+    sink = live.sink
+    assert sink is not None
+    sink.stop()
+    approval = await live.approval()
+
+    async def deferred() -> bool:
+        return "mail_deferred" in await _events(live, approval["id"])
+
+    await _until(deferred)
+    first = (await _stored(live, approval["id"])).raw
+    assert first is not None and "Approval needed: send_email" in first  # composed for the failed attempt, kept
+
+    sink.start()
+    (mail,) = await sink.wait_for(1, timeout=15)
+
+    async def recorded() -> bool:  # the outcome is committed just after the server's 250
+        return (await _stored(live, approval["id"])).status == "sent"
+
+    await _until(recorded)
+    row = await _stored(live, approval["id"])
+    assert row.raw == first
+    assert sink.received[0][1].replace(b"\r\n", b"\n") == first.encode().replace(b"\r\n", b"\n")
+    assert mail["Message-ID"] == row.message_id
+
+
+async def test_a_mail_its_template_cannot_write_fails_alone(database_url: str, smtp_sink: Any, tmp_path: Any) -> None:
+    """A template override that breaks on one request fails that mail (no retry can help) with the reason on
+    the request and in the audit trail; the request stays pending and the next mail goes out."""
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "approval.txt").write_text(
+        '{% if request.fn == "explode" %}{{ no_such_variable }}{% endif %}Approve {{ request.fn }}?\n'
+    )
+    port = free_port()
+    settings = make_settings(database_url, port, smtp_sink.port, templates_dir=tmp_path)
+    runtime = Runtime(settings)
+    svc = await runtime.start()
+    try:
+        key, _ = await create_key(svc.db, "agent")
+        who = Principal(key.id, key.name)
+        broken, _ = await service.create_request(
+            svc, who, ApprovalCreate.model_validate({"fn": "explode", "channel": {"email": {"to": ["a@example.com"]}}})
+        )
+        fine, _ = await service.create_request(
+            svc, who, ApprovalCreate.model_validate({"fn": "tidy", "channel": {"email": {"to": ["b@example.com"]}}})
+        )
+        (mail,) = await smtp_sink.wait_for(1, timeout=10)
+        assert "Approve tidy?" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+        async def failed() -> OutboxMessage | None:
+            async with svc.db.read() as session:
+                row = (
+                    await session.exec(select(OutboxMessage).where(OutboxMessage.request_id == broken.request.id))
+                ).one()
+            return row if row.status == "failed" else None
+
+        for _ in range(100):
+            row = await failed()
+            if row is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert row is not None
+        assert "UndefinedError" in (row.last_error or "") and "no_such_variable" in (row.last_error or "")
+        assert row.raw is None and row.attempts == 1
+        view = await service.get_view(svc, who, "approval", broken.request.id)
+        assert view.request.status == "pending"
+        assert view.mail[view.recipients[0].id].status == "failed"
+        events = [e.type for e in await service.list_events(svc, who, "approval", broken.request.id)]
+        assert events[-1] == "mail_failed"
+        assert len(smtp_sink.received) == 1  # the broken one was never sent
+        assert fine.request.id != broken.request.id
+    finally:
+        await runtime.stop()
+
+
+class SlowTransport:
+    """Takes a while per mail and notes how many sends overlap and in which order each address got its mail."""
+
+    def __init__(self, log: list[tuple[str, str]], active: list[int]) -> None:
+        self.log = log
+        self.active = active
+
+    async def send(self, mail: OutboxMessage) -> None:
+        self.active[0] += 1
+        self.active[1] = max(self.active[1], self.active[0])
+        await asyncio.sleep(0.05)
+        self.active[0] -= 1
+        self.log.append((mail.rcpt_to[0], mail.message_id))
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_lanes_send_side_by_side_and_keep_each_recipients_order(database_url: str) -> None:
+    runtime = Runtime(make_settings(database_url, free_port(), free_port()), workers=False)
+    svc = await runtime.start()
+    try:
+        key, _ = await create_key(svc.db, "agent")
+        who = Principal(key.id, key.name)
+        queued: dict[str, list[str]] = {}
+        for n in range(3):  # three mails for each of four people, in this order
+            for person in ("a", "b", "c", "d"):
+                body = ApprovalCreate.model_validate(
+                    {"fn": f"f{n}", "channel": {"email": {"to": [f"{person}@x.test"]}}}
+                )
+                view, _ = await service.create_request(svc, who, body)
+                async with svc.db.read() as session:
+                    row = (
+                        await session.exec(select(OutboxMessage).where(OutboxMessage.request_id == view.request.id))
+                    ).one()
+                queued.setdefault(f"{person}@x.test", []).append(row.message_id)
+        log: list[tuple[str, str]] = []
+        active = [0, 0]
+        lanes = [SlowTransport(log, active) for _ in range(4)]
+        started = asyncio.get_running_loop().time()
+        assert await OutboxSender(svc, lanes[0], lanes=lanes).run_once() == 12
+        elapsed = asyncio.get_running_loop().time() - started
+        assert len(log) == 12
+        assert active[1] > 1  # sends overlapped
+        assert elapsed < 12 * 0.05  # faster than one after the other
+        for person, ids in queued.items():
+            assert [mid for to, mid in log if to == person] == ids  # each person's mail in the order queued
+    finally:
+        await runtime.stop()

@@ -38,18 +38,24 @@ def decided_headline(request: Request) -> str:
 
 
 async def after_response(
-    svc: Services, session: AsyncSession, request: Request, recipient: Recipient, response: Response, decided: bool
+    svc: Services,
+    session: AsyncSession,
+    request: Request,
+    recipients: list[Recipient],
+    recipient: Recipient,
+    response: Response,
+    decided: bool,
 ) -> list[Any]:
     """The responder's confirmation (a reply gets its own from the inbound pipeline, in the reply's thread),
-    the others' word that it was decided and by whom, and the webhooks."""
+    the others' word that it was decided and by whom, and the webhooks. ``recipients``: all of the request's."""
     rows: list[Any] = []
-    if response.via == "reply" and not decided:  # the pipeline confirms in the reply's thread: nothing here
-        return await _webhooks(svc, session, request, final=False)
+    others = [r for r in recipients if r.id != recipient.id] if decided else []
+    if response.via == "reply" and not others:  # the pipeline confirms in the reply's thread: nothing here
+        return await _webhooks(svc, session, request, final=decided)
     mail_threads = await threads(session, request.id)
     if response.via != "reply":
         rows += notices.link_confirmation(svc, request, recipient, response, mail_threads.get(recipient.id))
-    if decided:
-        others = [r for r in (await session.exec(RECIPIENTS, params={"rid": request.id})).all() if r.id != recipient.id]
+    if others:
         detail = "Nothing more is needed from you: the links in the request no longer decide anything."
         for other in others:
             rows += notices.status_notice(

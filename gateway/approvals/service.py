@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,6 +27,7 @@ from gateway.approvals.policy import Outcome, evaluate
 from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
 from gateway.approvals.views import RESPONSES, MailState, RequestView, load_view, load_views
 from gateway.audit import event
+from gateway.db import write_rows
 from gateway.errors import (
     AlreadyRespondedError,
     CallIdConflictError,
@@ -35,8 +37,8 @@ from gateway.errors import (
     NotPendingError,
 )
 from gateway.keys import Principal
-from gateway.mail.compose import compose_request_mail
-from gateway.models import Event, Recipient, Request, Response, build, new_id, random_token, utcnow
+from gateway.mail.compose import queue_request_mail
+from gateway.models import Event, Recipient, Request, Response, build, column_values, new_id, random_token, utcnow
 from gateway.services import Services
 from gateway.webhooks.transport import is_public
 
@@ -110,7 +112,7 @@ async def create_request(
 
     recipients = [build(Recipient, id=new_id("rcp"), request_id=request.id, address=a, role="to") for a in email.to]
     recipients += [build(Recipient, id=new_id("rcp"), request_id=request.id, address=a, role="cc") for a in email.cc]
-    mails = [compose_request_mail(svc, request, r, len(email.to), principal.name) for r in recipients]
+    mails = [queue_request_mail(svc, request, r) for r in recipients]  # written by the sender (mail.compose)
     events = [event(request.id, "created", principal.name, kind=kind, call_id=call_id, ref=request.ref)]
     events += [
         event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id) for m in mails
@@ -259,9 +261,16 @@ class Decision:
 
 
 DECIDED = frozenset({"approved", "rejected", "answered"})
-_ANSWERED = select(Response.id).where(
-    Response.request_id == bindparam("rid"), Response.recipient_id == bindparam("rcp")
+# The responder's request with all its recipients, in one statement (the policy and the notices need them all).
+_REQUEST_OF = select(Recipient.request_id).where(Recipient.id == bindparam("rcp")).scalar_subquery()
+_WITH_RECIPIENTS = (
+    select(Request, Recipient)
+    .join(Recipient, col(Recipient.request_id) == col(Request.id))
+    .where(col(Request.id) == _REQUEST_OF)
+    .order_by(col(Recipient.id))
 )
+# PostgreSQL: FOR NO KEY UPDATE OF requests (inserts that reference the request are not blocked by it).
+_WITH_RECIPIENTS_LOCKED = _WITH_RECIPIENTS.with_for_update(key_share=True, of=Request)
 
 
 async def respond(
@@ -279,18 +288,23 @@ async def respond(
 
     ``also(request, response, decided)``: rows to commit in the same transaction (the inbound pipeline's record
     of the mail, the confirmation to send), so an answer and what follows from it stand or fall together.
+
+    The hot path of every link and reply: the new rows go in as Core INSERTs and a decision as one Core UPDATE
+    (the ORM's unit of work cost more than the statements).
     """
     if decision not in ("approve", "reject", "answer"):
         raise InvalidInputError(f"unknown decision {decision!r}")
     comment = (comment or "").strip() or None
-    expired = decided = late = False
+    expired = decided = False
     response: Response | None = None
     async with svc.db.write() as session:
-        recipient = await session.get(Recipient, recipient_id)
+        query = _WITH_RECIPIENTS if svc.db.is_sqlite else _WITH_RECIPIENTS_LOCKED  # SQLite: BEGIN IMMEDIATE
+        rows = (await session.exec(query, params={"rcp": recipient_id})).all()
+        recipients = [rcp for _, rcp in rows]
+        recipient = next((r for r in recipients if r.id == recipient_id), None)
         if recipient is None:
             raise NotFoundError("recipient", recipient_id)
-        request = await _lock_request(svc, session, recipient.request_id)
-        assert request is not None
+        request = rows[0][0]
         if recipient.role != "to":
             raise NotAnApproverError(request.id, recipient.address)
         _check_option(request, decision, option)
@@ -303,7 +317,8 @@ async def respond(
             late = request.status in DECIDED
             if request.status != "pending" and not late:
                 raise NotPendingError(request.id, request.status)
-            response = Response(
+            response = build(
+                Response,
                 id=new_id("rsp"),
                 request_id=request.id,
                 recipient_id=recipient.id,
@@ -314,12 +329,12 @@ async def respond(
                 via=via,
                 late=late,
             )
-            # Each recipient answers once; the request's lock makes this check exact, the unique pair backs it.
-            if (await session.exec(_ANSWERED, params={"rid": request.id, "rcp": recipient.id})).first():
-                raise AlreadyRespondedError(request.id, recipient.address)
-            session.add(response)
-            await session.flush()
-            session.add(
+            conn = await session.connection()
+            try:  # each recipient answers once: under the request's lock the unique pair decides it exactly
+                await conn.execute(insert(Response.__table__), column_values(response))  # type: ignore[attr-defined]
+            except IntegrityError as exc:
+                raise AlreadyRespondedError(request.id, recipient.address) from exc
+            rows_after: list[Any] = [
                 event(
                     request.id,
                     "response",
@@ -331,11 +346,13 @@ async def respond(
                     **({"late": True} if late else {}),
                     **(meta or {}),
                 )
-            )
-            decided = False if late else await _apply_policy(session, request, response)
+            ]
+            if not late:
+                decided = await _apply_policy(session, request, response, recipients, rows_after)
             if also is not None:
-                session.add_all(also(request, response, decided))
-            session.add_all(await effects.after_response(svc, session, request, recipient, response, decided))
+                rows_after += also(request, response, decided)
+            rows_after += await effects.after_response(svc, session, request, recipients, recipient, response, decided)
+            await write_rows(conn, rows_after)
     svc.wake_outbox()
     if expired:
         svc.request_changed(request.id)
@@ -360,32 +377,37 @@ def _check_option(request: Request, decision: str, option: str | None) -> None:
         raise InvalidInputError(f"{option!r} is not one of this request's options")
 
 
-async def _apply_policy(session: AsyncSession, request: Request, latest: Response) -> bool:
+async def _apply_policy(
+    session: AsyncSession, request: Request, latest: Response, recipients: list[Recipient], events: list[Any]
+) -> bool:
+    """Decide the request if the policy says so (its event joins ``events``)."""
     if request.kind == "question" or request.policy.get("kind", "any") == "any":
         # The first answer decides, and a pending request has none before this one: nothing to read.
         responses: Sequence[Response] = [latest]
         outcome: Outcome | None = evaluate(request.kind, request.policy, 1, responses)
     else:
         responses = (await session.exec(RESPONSES, params={"rid": request.id})).all()
-        escalated = (
-            await session.exec(
-                select(Recipient.escalated).where(Recipient.request_id == request.id, Recipient.role == "to")
-            )
-        ).all()
-        original = sum(1 for e in escalated if not e)
-        outcome = evaluate(request.kind, request.policy, len(escalated), responses, original=original)
+        approvers = [r for r in recipients if r.role == "to"]
+        original = sum(1 for r in approvers if not r.escalated)
+        outcome = evaluate(request.kind, request.policy, len(approvers), responses, original=original)
     if outcome is None:
         return False
     decider = responses[outcome.deciding_index]
-    request.status = outcome.status
-    request.decided_by = decider.approver
-    request.decided_via = decider.via
-    request.decided_at = decider.at
-    request.comment = decider.comment
-    request.option = decider.option
-    request.next_due_at = None
-    session.add(request)
-    session.add(
+    changes = {
+        "status": outcome.status,
+        "decided_by": decider.approver,
+        "decided_via": decider.via,
+        "decided_at": decider.at,
+        "comment": decider.comment,
+        "option": decider.option,
+        "next_due_at": None,
+    }
+    # One Core UPDATE; the loaded object takes the values as committed, so no ORM flush writes them again.
+    table = Request.__table__  # type: ignore[attr-defined]
+    await (await session.connection()).execute(update(table).where(table.c.id == request.id).values(changes))
+    for name, value in changes.items():
+        set_committed_value(request, name, value)
+    events.append(
         event(
             request.id,
             "decided",

@@ -15,6 +15,8 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -23,7 +25,7 @@ from gateway.approvals import service
 from gateway.errors import AlreadyRespondedError, NotAnApproverError, NotPendingError
 from gateway.links.tokens import TokenError
 from gateway.mail import notices
-from gateway.models import InboundMessage, OutboxMessage, Recipient, Request, Response, new_id
+from gateway.models import InboundMessage, OutboxMessage, Recipient, Request, Response, build, from_row, new_id
 from gateway.services import Services
 
 log = logging.getLogger("gateway.inbound")
@@ -168,50 +170,64 @@ def screen_own(svc: Services, mail: Inbound) -> None:
         raise OwnMessageError(mail.sender)
 
 
+# The recipient, their request and the Message-ID of the request mail they got, in one Core statement (every
+# reply runs it: a session and ORM loading cost more than the query).
+_RECIPIENTS, _REQUESTS = Recipient.__table__, Request.__table__  # type: ignore[attr-defined]
+_ORIGINAL = (
+    select(OutboxMessage.message_id)
+    .where(col(OutboxMessage.recipient_id) == _RECIPIENTS.c.id, col(OutboxMessage.kind).endswith("_request"))
+    .limit(1)
+    .scalar_subquery()
+)
+_RECIPIENT = (
+    sa_select(_RECIPIENTS, _REQUESTS, _ORIGINAL)
+    .join_from(_RECIPIENTS, _REQUESTS, _REQUESTS.c.id == _RECIPIENTS.c.request_id)
+    .where(_RECIPIENTS.c.id == bindparam("rcp"))
+)
+
+
 async def match(svc: Services, mail: Inbound) -> None:
     """Find the request and recipient: the plus-address tag, then threading headers, then the subject ref."""
-    recipient_id = _tag_recipient(svc, mail.msg)
+    recipient_id = _tag_recipient(svc, mail.msg) or await _untagged(svc, mail)
+    if recipient_id is None:
+        if mail.request is not None:
+            return  # a known request, but the sender is none of its recipients
+        raise NoMatchingRequestError("no reply tag, known thread or subject reference")
+    async with svc.db.engine.connect() as conn:
+        found = (await conn.execute(_RECIPIENT, {"rcp": recipient_id})).first()
+    if found is None:
+        raise NoMatchingRequestError(f"the reply tag names no known recipient ({recipient_id})")
+    mail.recipient, mail.request = from_row(Recipient, found), from_row(Request, found)
+    mail.extra["original_message_id"] = found[-1]
+    mail.extra.setdefault("matched_by", "tag")
+
+
+async def _untagged(svc: Services, mail: Inbound) -> str | None:
+    """A reply without our tag (a client that replied to From, a forwarded copy): by thread, then subject."""
     async with svc.db.read() as session:
-        if recipient_id is None:
-            ids = MSGID_RE.findall(_header(mail.msg, "In-Reply-To") + " " + _header(mail.msg, "References"))
-            if ids:
-                found = await session.exec(
-                    select(OutboxMessage.recipient_id, OutboxMessage.request_id).where(
-                        col(OutboxMessage.message_id).in_(ids[-50:])
-                    )
+        ids = MSGID_RE.findall(_header(mail.msg, "In-Reply-To") + " " + _header(mail.msg, "References"))
+        if ids:
+            found = await session.exec(
+                select(OutboxMessage.recipient_id, OutboxMessage.request_id).where(
+                    col(OutboxMessage.message_id).in_(ids[-50:])
                 )
-                row = found.first()
-                if row is not None:
-                    recipient_id = row[0] or await _recipient_by_sender(session, row[1], mail.sender)
-                    mail.extra["matched_by"] = "thread"
-        if recipient_id is None:
-            ref = REF_RE.search(mail.subject)
-            if ref:
-                request = (await session.exec(select(Request).where(Request.ref == ref.group(1).upper()))).first()
-                if request is not None:
-                    recipient_id = await _recipient_by_sender(session, request.id, mail.sender)
-                    mail.request = request
-                    mail.extra["matched_by"] = "subject"
-        if recipient_id is None:
-            if mail.request is not None:
-                return  # a known request, but the sender is none of its recipients
-            raise NoMatchingRequestError("no reply tag, known thread or subject reference")
-        recipient = await session.get(Recipient, recipient_id)
-        if recipient is None:
-            raise NoMatchingRequestError(f"the reply tag names no known recipient ({recipient_id})")
-        mail.recipient = recipient
-        mail.request = await session.get(Request, recipient.request_id)
-        mail.extra.setdefault("matched_by", "tag")
-        original = await session.exec(
-            select(OutboxMessage.message_id).where(
-                OutboxMessage.recipient_id == recipient.id, col(OutboxMessage.kind).endswith("_request")
             )
-        )
-        mail.extra["original_message_id"] = original.first()
+            row = found.first()
+            if row is not None:
+                mail.extra["matched_by"] = "thread"
+                return row[0] or await _recipient_by_sender(session, row[1], mail.sender)
+        ref = REF_RE.search(mail.subject)
+        if ref:
+            request = (await session.exec(select(Request).where(Request.ref == ref.group(1).upper()))).first()
+            if request is not None:
+                mail.request = request
+                mail.extra["matched_by"] = "subject"
+                return await _recipient_by_sender(session, request.id, mail.sender)
+    return None
 
 
 def screen_automated(mail: Inbound) -> None:
-    kind = replies.automated_kind(mail.raw)
+    kind = replies.automated_kind(mail.msg)
     if kind is not None:
         raise AutomatedMessageError(kind)
 
@@ -231,7 +247,7 @@ def authenticate(svc: Services, mail: Inbound) -> None:
 
 
 def read(mail: Inbound) -> None:
-    text = replies.extract_reply(mail.raw)
+    text = replies.extract_reply(mail.msg)
     if not text.strip():
         raise UnreadableReplyError("no new text in the reply (only quoted history, or an unreadable body)")
     mail.text = text
@@ -292,7 +308,8 @@ async def process(svc: Services, raw: bytes, source: str = "imap") -> Outcome:
     except Exception as exc:  # the parser is lenient; this is a last resort
         log.warning("inbound: unparseable message: %s", exc)
         mail = Inbound(raw=raw, source=source, msg=Message(), message_id=_digest_id(raw), sender="", subject="")
-    record = InboundMessage(
+    record = build(
+        InboundMessage,
         id=new_id("inb"),
         message_id=mail.message_id,
         sender=mail.sender or None,

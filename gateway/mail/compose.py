@@ -1,20 +1,29 @@
 """Turns a request and one recipient into a ready-to-send message (text and HTML, per-recipient links).
 
-The message is built completely at submit time and stored in the outbox, so what was sent is exactly what is
-stored, and a restart needs nothing but the row to send it.
+A new request's mails are queued unwritten (``queue_request_mail``: the row, its recipient and its Message-ID,
+``raw`` empty) and composed by the sender just before their first attempt (``compose_queued``): rendering was
+a third of a submission's cost, and the agent waits for the commit, not for the mail. The composed message is
+stored with the attempt's outcome, so what was sent is what is stored. Follow-ups (reminders, escalations,
+notices) are composed at once.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime, formataddr
 from typing import Any
 
+from sqlmodel import col, select
+
 from gateway import addresses
 from gateway.mail import mime
-from gateway.models import OutboxMessage, Recipient, Request, build, new_id, random_token, utcnow
+from gateway.models import ApiKey, OutboxMessage, Recipient, Request, build, new_id, random_token, utcnow
 from gateway.services import Services
 from gateway.templating import fold, is_multiline, pretty
+
+log = logging.getLogger("gateway.mail.compose")
 
 FROM_NAME = "Approval Gateway"
 
@@ -109,6 +118,39 @@ def compose_request_mail(
 ) -> OutboxMessage:
     """The request mail for one recipient. With ``thread`` (the Message-ID of the mail it follows up), it is a
     reply in that thread (a reminder); ``note`` is shown above the request (why this mail was sent)."""
+    mail = queue_request_mail(svc, request, recipient, kind=kind)
+    mail.raw = request_message(svc, request, recipient, recipients, agent, mail.message_id, note=note, thread=thread)
+    return mail
+
+
+def queue_request_mail(svc: Services, request: Request, recipient: Recipient, kind: str | None = None) -> OutboxMessage:
+    """The outbox row of a request mail, its message not yet written (see :func:`compose_queued`)."""
+    sender = svc.settings.from_address or "gateway@localhost"
+    return build(
+        OutboxMessage,
+        id=new_id("msg"),
+        request_id=request.id,
+        recipient_id=recipient.id,
+        kind=kind or f"{request.kind}_request",
+        mail_from=sender,
+        rcpt_to=[recipient.address],
+        message_id=new_message_id(request.ref, sender),
+        raw=None,
+    )
+
+
+def request_message(
+    svc: Services,
+    request: Request,
+    recipient: Recipient,
+    recipients: int,
+    agent: str,
+    message_id: str,
+    *,
+    note: str | None = None,
+    thread: str | None = None,
+) -> str:
+    """The whole RFC 822 message of one recipient's request mail."""
     settings = svc.settings
     sender = settings.from_address or "gateway@localhost"
     ctx = template_context(svc, request, recipient, recipients, agent, note)
@@ -117,7 +159,6 @@ def compose_request_mail(
     html = svc.templates.get_template(f"email/{name}.html").render(ctx)
 
     email = request.channel["email"]
-    message_id = new_message_id(request.ref, sender)
     reply_to = settings.reply_address_effective or sender
     headers = [
         ("Subject", f"Re: {ctx['subject']}" if thread else ctx["subject"]),
@@ -143,14 +184,55 @@ def compose_request_mail(
         ("X-Gateway-Request", f"{request.id} {request.ref}"),
     ]
 
-    return build(
-        OutboxMessage,
-        id=new_id("msg"),
-        request_id=request.id,
-        recipient_id=recipient.id,
-        kind=kind or f"{request.kind}_request",
-        mail_from=sender,
-        rcpt_to=[recipient.address],
-        message_id=message_id,
-        raw=mime.alternative(headers, text, html),
-    )
+    return mime.alternative(headers, text, html)
+
+
+class ComposeError(Exception):
+    """A queued mail could not be written (its request or recipient is gone, or a template failed on it):
+    trying again will not help, so the mail fails and the request shows it."""
+
+    def __init__(self, mail_id: str, reason: str) -> None:
+        self.mail_id = mail_id
+        self.reason = reason
+        super().__init__(f"could not compose mail {mail_id}: {reason}")
+
+
+async def compose_queued(svc: Services, mails: Sequence[OutboxMessage]) -> dict[str, ComposeError]:
+    """Write the message of every queued mail in ``mails`` (sets ``raw``), reading their requests, recipients and
+    agents in three statements. Returns the mails that could not be composed, by id; the others are ready."""
+    queued = [m for m in mails if m.raw is None]
+    if not queued:
+        return {}
+    async with svc.db.read() as session:
+        requests = {
+            r.id: r
+            for r in (await session.exec(select(Request).where(col(Request.id).in_({m.request_id for m in queued}))))
+        }
+        recipients = {
+            r.id: r
+            for r in (
+                await session.exec(select(Recipient).where(col(Recipient.id).in_({m.recipient_id for m in queued})))
+            )
+        }
+        agents = dict(
+            (
+                await session.exec(
+                    select(ApiKey.id, ApiKey.name).where(col(ApiKey.id).in_({r.api_key_id for r in requests.values()}))
+                )
+            ).all()
+        )
+    failed: dict[str, ComposeError] = {}
+    for mail in queued:
+        request = requests.get(mail.request_id or "")
+        recipient = recipients.get(mail.recipient_id or "")
+        if request is None or recipient is None:
+            failed[mail.id] = ComposeError(mail.id, "its request or recipient no longer exists")
+            continue
+        try:
+            approvers = len(request.channel["email"].get("to") or [])
+            agent = agents.get(request.api_key_id, "an agent")
+            mail.raw = request_message(svc, request, recipient, approvers, agent, mail.message_id)
+        except Exception as exc:  # a template override that fails on this request: this mail only
+            log.exception("could not compose mail %s", mail.id)
+            failed[mail.id] = ComposeError(mail.id, f"{type(exc).__name__}: {exc}"[:300])
+    return failed

@@ -12,7 +12,7 @@ from gateway import addresses
 from gateway.audit import event
 from gateway.mail import mime
 from gateway.mail.compose import FROM_NAME, new_message_id, subject_for
-from gateway.models import OutboxMessage, Recipient, Request, Response, new_id, utcnow
+from gateway.models import OutboxMessage, Recipient, Request, Response, build, new_id, utcnow
 from gateway.services import Services
 
 REASON_TEXT = {
@@ -74,7 +74,8 @@ def build_notice(
     text = svc.templates.get_template(f"email/{template or kind}.txt").render(full)
     html = svc.templates.get_template(f"email/{template or kind}.html").render(full)
     message_id = headers[4][1]
-    row = OutboxMessage(
+    row = build(
+        OutboxMessage,
         id=new_id("msg"),
         request_id=request.id,
         recipient_id=recipient_id,

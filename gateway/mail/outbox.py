@@ -11,15 +11,18 @@ import asyncio
 import contextlib
 import logging
 import random
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, or_, type_coerce, update
+from sqlalchemy import Text, bindparam, or_, type_coerce, update
 from sqlmodel import col, func, select
 
 from gateway import audit
 from gateway.audit import event
+from gateway.mail.compose import ComposeError, compose_queued
 from gateway.mail.smtp import DeliveryError
 from gateway.models import OutboxMessage, UTCDateTime, utcnow
 from gateway.services import Services
@@ -62,6 +65,7 @@ _RECORD = (
         next_attempt_at=bindparam("next_attempt_at"),
         last_error=bindparam("last_error"),
         sent_at=func.coalesce(bindparam("sent_at", type_=UTCDateTime()), _OUTBOX.sent_at),
+        raw=func.coalesce(bindparam("b_raw", type_=Text()), _OUTBOX.raw),  # a message composed for this attempt
         lease_until=None,
     )
 )
@@ -71,9 +75,14 @@ class OutboxSender:
     """Delivers one channel's rows: ``mail`` (everything but webhooks, over SMTP) or ``webhook`` (HTTP), so a
     slow webhook endpoint never holds mail back."""
 
-    def __init__(self, svc: Services, transport: Transport, channel: str = "mail") -> None:
+    def __init__(
+        self, svc: Services, transport: Transport, channel: str = "mail", lanes: Sequence[Transport] = ()
+    ) -> None:
+        """``lanes``: transports that send side by side (one SMTP connection each), so one slow round trip does
+        not hold every other mail back; one recipient's mails always share a lane and keep their order."""
         self.svc = svc
         self.transport = transport
+        self.lanes: list[Transport] = list(lanes) or [transport]
         self.channel = channel
         self.wakeup = svc.webhook_wakeup if channel == WEBHOOK else svc.outbox_wakeup
 
@@ -130,11 +139,11 @@ class OutboxSender:
         times = [t for t in (first, claimed) if t is not None]
         return min(times) if times else None
 
-    async def attempt(self, mail: OutboxMessage) -> Outcome:
+    async def attempt(self, mail: OutboxMessage, transport: Transport | None = None) -> Outcome:
         """Try once. Never raises: an unexpected error is a deferral like any other."""
         settings = self.svc.settings
         try:
-            await self.transport.send(mail)
+            await (transport or self.transport).send(mail)
         except DeliveryError as exc:
             attempts = mail.attempts + 1
             if exc.permanent or attempts >= settings.outbox_max_attempts:
@@ -150,10 +159,12 @@ class OutboxSender:
             return Outcome(mail.id, "pending", f"{self.channel}_deferred", "internal error", retry_at)
         return Outcome(mail.id, "sent", f"{self.channel}_sent", None, mail.next_attempt_at)
 
-    async def record(self, mail: OutboxMessage, outcome: Outcome) -> None:
+    async def record(self, mail: OutboxMessage, outcome: Outcome, composed: bool = False) -> None:
         """One outcome, committed at once: one UPDATE (no read; the claimed row is in hand) and its audit event.
-        A row that is no longer pending (another sender got it after our lease ran out) is left alone."""
+        A row that is no longer pending (another sender got it after our lease ran out) is left alone.
+        ``composed``: the message was written for this attempt, and is stored with its outcome."""
         values: dict[str, Any] = {
+            "b_raw": mail.raw if composed else None,
             "b_id": mail.id,
             "status": outcome.status,
             "attempts": mail.attempts + 1,
@@ -189,8 +200,27 @@ class OutboxSender:
             if not batch:
                 return tried
             tried += len(batch)
+            queued = {m.id for m in batch if m.raw is None}
+            unwritable = await compose_queued(self.svc, batch) if queued else {}
+            by_lane: dict[int, list[OutboxMessage]] = {}
             for mail in batch:
-                await self.record(mail, await self.attempt(mail))
+                lane = zlib.crc32(",".join(mail.rcpt_to).lower().encode()) % len(self.lanes)
+                by_lane.setdefault(lane, []).append(mail)
+
+            await asyncio.gather(
+                *(self._send_lane(self.lanes[lane], mails, unwritable, queued) for lane, mails in by_lane.items())
+            )
+
+    async def _send_lane(
+        self, transport: Transport, mails: list[OutboxMessage], unwritable: dict[str, ComposeError], queued: set[str]
+    ) -> None:
+        for mail in mails:
+            problem = unwritable.get(mail.id)
+            if problem is not None:  # no attempt can help: it fails, and the request shows why
+                outcome = Outcome(mail.id, "failed", f"{self.channel}_failed", str(problem), mail.next_attempt_at)
+            else:
+                outcome = await self.attempt(mail, transport)
+            await self.record(mail, outcome, composed=mail.id in queued and problem is None)
 
     async def run(self) -> None:
         wakeup = self.wakeup
@@ -207,6 +237,8 @@ class OutboxSender:
                 if next_at is not None:
                     timeout = max(0.0, min(timeout, (next_at - utcnow()).total_seconds()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), timeout)
+                    async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                        await wakeup.wait()
         finally:
-            await self.transport.close()
+            for transport in {id(t): t for t in [self.transport, *self.lanes]}.values():
+                await transport.close()

@@ -68,6 +68,8 @@ class SmtpTransport:
 
     async def send(self, mail: OutboxMessage) -> None:
         """Deliver one stored message; raises a DeliveryError subclass when it was not accepted."""
+        if mail.raw is None:
+            raise PermanentDeliveryError("the message was never composed")
         client = await self._connected()
         try:
             errors, _ = await client.sendmail(mail.mail_from, mail.rcpt_to, mail.raw.encode("utf-8"))
@@ -103,6 +105,7 @@ class SmtpTransport:
         client, self._client = self._client, None
         if client is not None:
             try:
-                await asyncio.wait_for(client.quit(), 2)
+                async with asyncio.timeout(2):
+                    await client.quit()
             except Exception:
                 client.close()

@@ -64,7 +64,7 @@ class WebhookTransport:
             raise TemporaryDeliveryError("GATEWAY_WEBHOOK_SECRET is not set, so the webhook cannot be signed")
         if not self.settings.webhook_allow_private:
             await check_target(url)
-        body = mail.raw
+        body = mail.raw or ""  # webhook rows are always written whole
         try:
             response = await self.client.post(url, content=body, headers=signing.headers(secret, mail.message_id, body))
         except httpx.HTTPError as exc:
