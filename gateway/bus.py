@@ -47,10 +47,15 @@ class Bus:
         self._task = asyncio.create_task(self._run(), name="bus")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Bounded: a shutdown must end even if the task does not (it is only signals).
+            done, _ = await asyncio.wait({task}, timeout=5)
+            if not done:
+                log.warning("bus: the listening task did not stop within 5 s; leaving it")
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("bus: the listening task had failed: %s", task.exception())
         await self._close()
 
     async def _close(self) -> None:
@@ -110,22 +115,30 @@ class Bus:
         while not lost.is_set():
             getter = asyncio.ensure_future(self._queue.get())
             waiter = asyncio.ensure_future(lost.wait())
-            done, _ = await asyncio.wait({getter, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            try:
+                done, _ = await asyncio.wait({getter, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                getter.cancel()
+                raise
+            finally:
+                waiter.cancel()
             if getter not in done:
                 getter.cancel()
                 if not done:  # quiet for a while: make sure the connection is still there
-                    await asyncio.wait_for(self._conn.execute("SELECT 1"), 10)
+                    async with asyncio.timeout(10):
+                        await self._conn.execute("SELECT 1")
                 continue
             batch = {getter.result()}
             while not self._queue.empty() and len(batch) < 500:
                 batch.add(self._queue.get_nowait())
             try:
-                await asyncio.wait_for(
-                    self._conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", CHANNEL, sorted(batch)),
-                    10,
-                )
-            except Exception:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as the
+                # statement completes, and stop() then waited for ever on a bus that went on pumping.
+                async with asyncio.timeout(10):
+                    await self._conn.execute(
+                        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", CHANNEL, sorted(batch)
+                    )
+            except BaseException:
                 for item in batch:  # sent again on the next connection
                     self._queue.put_nowait(item)
                 raise

@@ -45,7 +45,8 @@ class Leadership:
                 await asyncio.wait({task}, timeout=self.retry)
                 if task.done():
                     break
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), self.retry)  # raises when the lock is gone
+                async with asyncio.timeout(self.retry):  # not wait_for: on 3.11 it can swallow a cancel
+                    await conn.fetchval("SELECT 1")  # raises when the lock is gone
         finally:
             self.leading = False
             task.cancel()

@@ -70,3 +70,24 @@ async def test_a_killed_listening_connection_reconnects_and_wakes_everything(dsn
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_stop_while_a_signal_is_in_flight_ends_promptly(dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Stopping just as a NOTIFY completes used to hang for ever on Python 3.11: asyncio.wait_for returned the
+    # statement's result and swallowed the cancel, and the bus went on pumping. Every round must stop in time.
+    for round_ in range(20):
+        a_in, b_in = Inbox(), Inbox()
+        a, b = Bus(dsn, a_in.deliver), Bus(dsn, b_in.deliver)
+        await a.start()
+        await b.start()
+        try:
+            await asyncio.wait_for(asyncio.gather(a.connected.wait(), b.connected.wait()), 10)
+            a.publish(REQUEST, f"apr_{round_}")
+            await b_in.wait_for((REQUEST, f"apr_{round_}"))
+        finally:
+            started = asyncio.get_running_loop().time()
+            await a.stop()
+            await b.stop()
+            took = asyncio.get_running_loop().time() - started
+        assert took < 3, f"round {round_}: stopping took {took:.1f} s"
+    assert not [r for r in caplog.records if "did not stop" in r.getMessage()]

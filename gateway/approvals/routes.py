@@ -54,7 +54,8 @@ async def wait_for_decision(svc: Services, who: Principal, kind: str, request_id
             if timeout <= 0:
                 break
             try:
-                await asyncio.wait_for(changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await changed.wait()
             except TimeoutError:
                 break
             changed.clear()

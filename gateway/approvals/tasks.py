@@ -78,5 +78,6 @@ class Scheduler:
             until = min(next_at, now + timedelta(seconds=cap)) if next_at else now + timedelta(seconds=cap)
             svc.scheduler_sleeps_until = until
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(svc.scheduler_wakeup.wait(), max(0.0, (until - now).total_seconds()))
+                async with asyncio.timeout(max(0.0, (until - now).total_seconds())):  # not wait_for (see bus)
+                    await svc.scheduler_wakeup.wait()
             svc.scheduler_sleeps_until = None

@@ -76,6 +76,9 @@ async def timed(awaitable: Awaitable[T], lost: asyncio.Event, seconds: float = C
     watcher = asyncio.ensure_future(lost.wait())
     try:
         done, _ = await asyncio.wait({task, watcher}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled: the command is abandoned too
+        task.cancel()
+        raise
     finally:
         watcher.cancel()
     if task in done:
