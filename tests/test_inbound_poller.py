@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.inbound import pipeline
 from gateway.inbound.poller import ImapPoller, parse_fetch
 from tests import mailclients
 from tests.conftest import Live, imap_settings, make_settings
@@ -250,3 +251,36 @@ def test_parse_fetch_handles_either_item_order() -> None:
         b"Fetch completed.",
     ]
     assert parse_fetch(lines) == [(7, b"hello"), (9, b"abc")]
+
+
+async def test_mail_arriving_while_a_batch_is_processed_is_not_left_until_the_idle_renews(
+    live_imap: Live, dovecot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Mail that arrives while a batch is being processed is reported with the answer to a later command (the
+    # UID MOVE), not by IDLE, which only tells of what the session has not heard of yet. aioimaplib drops an
+    # untagged EXISTS that comes with an asynchronous command, so the poller used to go idle with a reply
+    # waiting, until the IDLE renewed (10 minutes by default).
+    live = live_imap
+    await poller_connected(live)
+    first, first_mail = await request_mail(live, "alice@example.com")
+    second, second_mail = await request_mail(live, "bob@example.com")
+    process = pipeline.process
+    calls = 0
+
+    async def slow_first(svc: Any, raw: bytes, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the second reply lands while the first is still being processed
+            await append(dovecot, mailclients.gmail(second_mail, "approve"))
+            await asyncio.sleep(0.8)
+        return await process(svc, raw, **kwargs)
+
+    monkeypatch.setattr(pipeline, "process", slow_first)
+    await append(dovecot, mailclients.gmail(first_mail, "approve"))
+
+    async def both_approved() -> bool:
+        statuses = [(await live.client.get(f"/v1/approvals/{a['id']}")).json()["status"] for a in (first, second)]
+        return statuses == ["approved", "approved"]
+
+    await until(both_approved, timeout=10)
+    assert calls == 2

@@ -34,6 +34,7 @@ T = TypeVar("T")
 FETCH_CHUNK = 50
 COMMAND_TIMEOUT = 60.0
 UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+EXISTS_RE = re.compile(rb"\*? ?\d+ EXISTS")
 FETCH_UID_RE = re.compile(rb"\bUID (\d+)")
 
 
@@ -125,6 +126,7 @@ class ImapPoller:
         self.settings = svc.settings
         self.status = PollerStatus()
         self._lost = asyncio.Event()
+        self._mail_reported = False  # the server told of new mail (an untagged EXISTS) since the last search
         self.mailbox = self.settings.imap_mailbox
         self.state_key = (
             f"imap:{self.settings.imap_username}@{self.settings.imap_host}:{self.settings.imap_port_effective}"
@@ -167,11 +169,29 @@ class ImapPoller:
         else:
             client = aioimaplib.IMAP4(host, port, timeout=COMMAND_TIMEOUT)
         client.protocol.conn_lost_cb = lambda _exc: self._lost.set()
+        self._watch_exists(client)
         await timed(client.wait_hello_from_server(), self._lost)
         if s.imap_security == "starttls":
             await self.starttls(client, host)
         ok(await timed(client.login(s.imap_username or "", s.imap_password or ""), self._lost), "LOGIN")
         return client
+
+    def _watch_exists(self, client: aioimaplib.IMAP4) -> None:
+        """Note every "* n EXISTS", whichever command's answer it comes with.
+
+        The server tells of new mail at the end of whatever command is running (IDLE only tells of what the
+        session has not heard yet), and aioimaplib drops an EXISTS that comes with an asynchronous command such
+        as UID MOVE. Without this, a reply that arrived while a batch was processed waited for the IDLE to renew.
+        """
+        protocol = client.protocol
+        untagged = protocol._untagged_response
+
+        def watch(line: bytes) -> Any:
+            if EXISTS_RE.match(line):
+                self._mail_reported = True
+            return untagged(line)
+
+        protocol._untagged_response = watch
 
     async def starttls(self, client: aioimaplib.IMAP4, host: str) -> None:
         """aioimaplib has no STARTTLS of its own: send it, then upgrade the transport in place."""
@@ -218,8 +238,10 @@ class ImapPoller:
             self.status.connected = True
             self.status.last_error = None
             while True:
+                self._mail_reported = False
                 await self.drain(client, state)
-                await self.wait_for_mail(client)
+                if not self._mail_reported:  # else: mail came while draining, and IDLE would not tell of it
+                    await self.wait_for_mail(client)
         finally:
             with contextlib.suppress(Exception):  # the connection may already be gone
                 await timed(client.logout(), self._lost, 2)
