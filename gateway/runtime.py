@@ -113,7 +113,7 @@ class Runtime:
             await svc.bus.start()
         if self.workers:
             connections = [SmtpTransport(settings) for _ in range(settings.smtp_connections)]
-            sender = OutboxSender(svc, connections[0], lanes=connections)
+            sender = OutboxSender(svc, connections)
             self._tasks.append(asyncio.create_task(sender.run(), name="outbox-sender"))
             hooks = OutboxSender(svc, WebhookTransport(settings), channel=WEBHOOK)
             self._tasks.append(asyncio.create_task(hooks.run(), name="webhook-sender"))

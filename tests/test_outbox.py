@@ -272,7 +272,7 @@ async def test_lanes_send_side_by_side_and_keep_each_recipients_order(database_u
         active = [0, 0]
         lanes = [SlowTransport(log, active) for _ in range(4)]
         started = asyncio.get_running_loop().time()
-        assert await OutboxSender(svc, lanes[0], lanes=lanes).run_once() == 12
+        assert await OutboxSender(svc, lanes).run_once() == 12
         elapsed = asyncio.get_running_loop().time() - started
         assert len(log) == 12
         assert active[1] > 1  # sends overlapped

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.approvals.views import RECIPIENTS, load_view
+from gateway.approvals.views import RECIPIENTS, THREADS, load_view
 from gateway.mail import notices
-from gateway.models import OutboxMessage, Recipient, Request, Response
+from gateway.models import Recipient, Request, Response
 from gateway.services import Services
 from gateway.webhooks import service as webhooks
-
-_THREADS = select(OutboxMessage.recipient_id, OutboxMessage.message_id).where(
-    OutboxMessage.request_id == bindparam("rid"), col(OutboxMessage.kind).endswith("_request")
-)
 
 
 async def threads(session: AsyncSession, request_id: str) -> dict[str, str]:
     """Recipient id -> the Message-ID of the request mail they got (notices go into that thread)."""
-    rows = (await session.exec(_THREADS, params={"rid": request_id})).all()
+    rows = (await session.exec(THREADS, params={"rid": request_id})).all()
     return {rid: mid for rid, mid in rows if rid}
 
 

@@ -28,12 +28,20 @@ class MailState:
     last_error: str | None
 
 
+# The mail that asked (not a reminder or a notice): its state is the recipient's mail state in a view, and every
+# later mail to that recipient goes into its thread.
+IS_REQUEST_MAIL = col(OutboxMessage.kind).endswith("_request")
+
 # Built once: composing a SELECT costs more than SQLite takes to run it, and a view is read on every wait.
 RECIPIENTS = select(Recipient).where(Recipient.request_id == bindparam("rid")).order_by(col(Recipient.id))
 RESPONSES = select(Response).where(Response.request_id == bindparam("rid")).order_by(col(Response.at), col(Response.id))
 # Only the columns the view shows: the stored message itself is large.
 MAIL_STATES = select(OutboxMessage.recipient_id, OutboxMessage.status, OutboxMessage.last_error).where(
-    OutboxMessage.request_id == bindparam("rid"), col(OutboxMessage.kind).endswith("_request")
+    OutboxMessage.request_id == bindparam("rid"), IS_REQUEST_MAIL
+)
+# Recipient id -> the Message-ID of the request mail they got.
+THREADS = select(OutboxMessage.recipient_id, OutboxMessage.message_id).where(
+    OutboxMessage.request_id == bindparam("rid"), IS_REQUEST_MAIL
 )
 
 
@@ -69,7 +77,7 @@ async def load_views(session: AsyncSession, requests: Sequence[Request]) -> list
     mails = await session.exec(
         select(
             OutboxMessage.request_id, OutboxMessage.recipient_id, OutboxMessage.status, OutboxMessage.last_error
-        ).where(col(OutboxMessage.request_id).in_(ids), col(OutboxMessage.kind).endswith("_request"))
+        ).where(col(OutboxMessage.request_id).in_(ids), IS_REQUEST_MAIL)
     )
     for rid, rcp_id, status, error in mails.all():
         if rid and rcp_id:

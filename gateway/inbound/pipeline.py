@@ -22,6 +22,7 @@ from sqlmodel import col, select
 
 from gateway import addresses, replies
 from gateway.approvals import service
+from gateway.approvals.views import IS_REQUEST_MAIL
 from gateway.errors import AlreadyRespondedError, NotAnApproverError, NotPendingError
 from gateway.links.tokens import TokenError
 from gateway.mail import notices
@@ -175,7 +176,7 @@ def screen_own(svc: Services, mail: Inbound) -> None:
 _RECIPIENTS, _REQUESTS = Recipient.__table__, Request.__table__  # type: ignore[attr-defined]
 _ORIGINAL = (
     select(OutboxMessage.message_id)
-    .where(col(OutboxMessage.recipient_id) == _RECIPIENTS.c.id, col(OutboxMessage.kind).endswith("_request"))
+    .where(col(OutboxMessage.recipient_id) == _RECIPIENTS.c.id, IS_REQUEST_MAIL)
     .limit(1)
     .scalar_subquery()
 )

@@ -6,9 +6,10 @@ from __future__ import annotations
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import select
 
 from gateway import addresses
+from gateway.approvals.views import THREADS
 from gateway.audit import event
 from gateway.mail import mime
 from gateway.mail.compose import FROM_NAME, new_message_id, subject_for
@@ -46,15 +47,12 @@ def _thread(
     return headers
 
 
-async def original_message_id(svc: Services, request_id: str, recipient_id: str | None) -> str | None:
+async def original_message_id(svc: Services, request_id: str) -> str | None:
+    """The Message-ID of one of the request's own mails: the thread to answer in when the sender is none of its
+    recipients."""
     async with svc.db.read() as session:
-        query = select(OutboxMessage.message_id).where(
-            OutboxMessage.request_id == request_id,
-            col(OutboxMessage.kind).endswith("_request"),
-        )
-        if recipient_id:
-            query = query.where(OutboxMessage.recipient_id == recipient_id)
-        return (await session.exec(query)).first()
+        row = (await session.exec(THREADS.limit(1), params={"rid": request_id})).first()
+    return row[1] if row else None
 
 
 def build_notice(
@@ -140,7 +138,7 @@ async def explain_refusal(
     svc: Services, request: Request, to: str, their_message_id: str, reason: str, detail: str
 ) -> bool:
     """At most one explanation per sender and request, whatever they send."""
-    original = await original_message_id(svc, request.id, None)
+    original = await original_message_id(svc, request.id)
     rows = build_notice(
         svc,
         request,

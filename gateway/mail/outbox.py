@@ -75,14 +75,13 @@ class OutboxSender:
     """Delivers one channel's rows: ``mail`` (everything but webhooks, over SMTP) or ``webhook`` (HTTP), so a
     slow webhook endpoint never holds mail back."""
 
-    def __init__(
-        self, svc: Services, transport: Transport, channel: str = "mail", lanes: Sequence[Transport] = ()
-    ) -> None:
-        """``lanes``: transports that send side by side (one SMTP connection each), so one slow round trip does
-        not hold every other mail back; one recipient's mails always share a lane and keep their order."""
+    def __init__(self, svc: Services, lanes: Transport | Sequence[Transport], channel: str = "mail") -> None:
+        """``lanes``: one transport, or several that send side by side (one SMTP connection each), so one slow
+        round trip does not hold every other mail back; one recipient's mails always share a lane, in order."""
         self.svc = svc
-        self.transport = transport
-        self.lanes: list[Transport] = list(lanes) or [transport]
+        self.lanes: list[Transport] = list(lanes) if isinstance(lanes, Sequence) else [lanes]
+        if not self.lanes:
+            raise ValueError("an outbox sender needs at least one transport")
         self.channel = channel
         self.wakeup = svc.webhook_wakeup if channel == WEBHOOK else svc.outbox_wakeup
 
@@ -139,11 +138,11 @@ class OutboxSender:
         times = [t for t in (first, claimed) if t is not None]
         return min(times) if times else None
 
-    async def attempt(self, mail: OutboxMessage, transport: Transport | None = None) -> Outcome:
+    async def attempt(self, mail: OutboxMessage, transport: Transport) -> Outcome:
         """Try once. Never raises: an unexpected error is a deferral like any other."""
         settings = self.svc.settings
         try:
-            await (transport or self.transport).send(mail)
+            await transport.send(mail)
         except DeliveryError as exc:
             attempts = mail.attempts + 1
             if exc.permanent or attempts >= settings.outbox_max_attempts:
@@ -240,5 +239,5 @@ class OutboxSender:
                     async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
                         await wakeup.wait()
         finally:
-            for transport in {id(t): t for t in [self.transport, *self.lanes]}.values():
+            for transport in self.lanes:
                 await transport.close()
