@@ -18,7 +18,7 @@ from typing import Any
 log = logging.getLogger("gateway.bus")
 
 CHANNEL = "gateway_signals"
-REQUEST, OUTBOX, SCHEDULER = "r", "o", "s"
+REQUEST, OUTBOX, WEBHOOKS, SCHEDULER = "r", "o", "w", "s"
 
 
 class Bus:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from jinja2 import Environment
 
-from gateway.bus import OUTBOX, REQUEST, SCHEDULER, Bus
+from gateway.bus import OUTBOX, REQUEST, SCHEDULER, WEBHOOKS, Bus
 from gateway.db import Database, GroupCommit
 from gateway.keys import KeyStore
 from gateway.links.tokens import Signer
@@ -42,12 +42,16 @@ class Services:
         if self.bus is not None:
             self.bus.publish(REQUEST, request_id)
 
-    def wake_outbox(self) -> None:
-        """Mail and webhooks were queued (both senders look; each finds only its own rows)."""
+    def wake_outbox(self, webhooks: bool = True) -> None:
+        """Mail was queued, and webhooks too unless ``webhooks`` is False: a sender woken for nothing costs three
+        queries, and a flood of submissions (which never queue webhooks) would wake the webhook sender each time."""
         self.outbox_wakeup.set()
-        self.webhook_wakeup.set()
+        if webhooks:
+            self.webhook_wakeup.set()
         if self.bus is not None:
             self.bus.publish(OUTBOX)
+            if webhooks:
+                self.bus.publish(WEBHOOKS)
 
     def deliver(self, kind: str, key: str | None) -> None:
         """A signal from another process (see gateway.bus); ``"*"``: wake everything to re-check."""
@@ -58,6 +62,7 @@ class Services:
                 self.notifier.notify_all()
         if kind in (OUTBOX, "*"):
             self.outbox_wakeup.set()
+        if kind in (WEBHOOKS, "*"):
             self.webhook_wakeup.set()
         if kind in (SCHEDULER, "*"):
             self.scheduler_wakeup.set()

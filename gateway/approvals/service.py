@@ -38,8 +38,20 @@ from gateway.errors import (
 )
 from gateway.keys import Principal
 from gateway.mail.compose import queue_request_mail
-from gateway.models import Event, Recipient, Request, Response, build, column_values, new_id, random_token, utcnow
+from gateway.models import (
+    Event,
+    OutboxMessage,
+    Recipient,
+    Request,
+    Response,
+    build,
+    column_values,
+    new_id,
+    random_token,
+    utcnow,
+)
 from gateway.services import Services
+from gateway.webhooks.service import KIND as WEBHOOK
 from gateway.webhooks.transport import is_public
 
 FINAL = frozenset({"approved", "rejected", "answered", "expired", "cancelled"})
@@ -129,7 +141,7 @@ async def create_request(
             if existing is None:
                 raise
             return await load_view(session, _same(existing, kind, digest)), False
-    svc.wake_outbox()
+    svc.wake_outbox(webhooks=False)  # a new request's only rows to send are its mails
     svc.wake_scheduler(request.next_due_at)
     states = {m.recipient_id: MailState(m.status, m.last_error) for m in mails if m.recipient_id}
     return RequestView(request, recipients, [], states), True
@@ -296,6 +308,7 @@ async def respond(
         raise InvalidInputError(f"unknown decision {decision!r}")
     comment = (comment or "").strip() or None
     expired = decided = False
+    webhooks = True  # an expiry found here may queue them
     response: Response | None = None
     async with svc.db.write() as session:
         query = _WITH_RECIPIENTS if svc.db.is_sqlite else _WITH_RECIPIENTS_LOCKED  # SQLite: BEGIN IMMEDIATE
@@ -353,7 +366,8 @@ async def respond(
                 rows_after += also(request, response, decided)
             rows_after += await effects.after_response(svc, session, request, recipients, recipient, response, decided)
             await write_rows(conn, rows_after)
-    svc.wake_outbox()
+            webhooks = any(isinstance(r, OutboxMessage) and r.kind == WEBHOOK for r in rows_after)
+    svc.wake_outbox(webhooks=webhooks)
     if expired:
         svc.request_changed(request.id)
         raise NotPendingError(request.id, "expired")

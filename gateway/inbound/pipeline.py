@@ -337,7 +337,7 @@ async def process(svc: Services, raw: bytes, source: str = "imap") -> Outcome:
         log.exception("inbound: unexpected error on %s", mail.message_id)
         return await _refused(svc, mail, record, InboundError(f"internal error: {type(exc).__name__}"))
     assert mail.request is not None
-    svc.wake_outbox()  # the confirmation was queued with the decision
+    svc.wake_outbox(webhooks=False)  # the confirmation was queued with the decision (respond woke for webhooks)
     return Outcome(
         "decided" if decision.decided else "recorded", "late_response" if decision.late else None, mail.request.id
     )

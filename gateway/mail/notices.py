@@ -153,5 +153,5 @@ async def explain_refusal(
         if await _already_sent_to(session, request.id, "reply_refused", to):
             return False
         session.add_all(rows)
-    svc.wake_outbox()
+    svc.wake_outbox(webhooks=False)
     return True
