@@ -86,7 +86,7 @@ class Runtime:
 
     async def start(self) -> Services:
         settings = self.settings
-        db = Database(settings.async_database_url)
+        db = Database(settings.async_database_url, background_checkpoints=True)
         try:
             if self.migrate_on_start:
                 await upgrade_schema(db)

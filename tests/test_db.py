@@ -1,0 +1,58 @@
+"""The database layer's SQLite specifics: WAL checkpoints on a thread of their own in a server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import text
+
+from gateway.db import Database
+
+
+async def pragma(db: Database, name: str) -> int:
+    async with db.write() as session:
+        return int((await (await session.connection()).execute(text(f"PRAGMA {name}"))).scalar_one())
+
+
+async def fill(db: Database, pages: int) -> None:
+    async with db.write() as session:
+        await (await session.connection()).execute(text("CREATE TABLE IF NOT EXISTS filler (b BLOB)"))
+    for _ in range(pages // 100):
+        async with db.write() as session:
+            await (await session.connection()).execute(
+                text(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)"
+                    " INSERT INTO filler SELECT randomblob(4000) FROM n"
+                )
+            )
+
+
+async def test_a_server_database_is_checkpointed_by_its_own_thread(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/g.sqlite3", background_checkpoints=True)
+    try:
+        assert db.checkpointer is not None
+        assert await pragma(db, "wal_autocheckpoint") == 0  # commits on the event loop never checkpoint
+        await fill(db, 1500)
+        for _ in range(100):
+            if db.checkpointer.frames >= 1500:
+                break
+            await asyncio.sleep(0.05)
+        assert db.checkpointer.frames >= 1500, (db.checkpointer.runs, db.checkpointer.frames)
+        async with db.read() as session:  # everything written is still there, checkpointed or not
+            assert (
+                await (await session.connection()).execute(text("SELECT count(*) FROM filler"))
+            ).scalar_one() == 1500
+    finally:
+        await db.dispose()
+    assert not db.checkpointer._thread.is_alive()
+
+
+async def test_other_processes_keep_sqlites_own_checkpoints(tmp_path: Path) -> None:
+    # A CLI command or a test harness has no checkpointer: turning SQLite's off there would let the WAL grow.
+    db = Database(f"sqlite:///{tmp_path}/g.sqlite3")
+    try:
+        assert db.checkpointer is None
+        assert await pragma(db, "wal_autocheckpoint") == 1000
+    finally:
+        await db.dispose()
