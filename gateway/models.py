@@ -153,14 +153,14 @@ class Request(SQLModel, table=True):  # type: ignore[no-redef]
     channel: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     options: list[dict[str, Any]] | None = _json()
     policy: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="pending", index=True)
+    status: str = Field(default="pending")  # looked up with next_due_at: ix_requests_due serves both
     comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     option: str | None = None
     decided_by: str | None = None
     decided_via: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     decided_at: datetime | None = _dt()
-    expires_at: datetime | None = _dt(index=True)
+    expires_at: datetime | None = _dt()  # the scheduler finds expiries by next_due_at
     state: dict[str, Any] | None = _json()
     callback_url: str | None = None
     content_hash: str
