@@ -189,8 +189,8 @@ class OutboxSender:
     async def run_once(self) -> int:
         """Send everything due now; returns how many mails were tried.
 
-        Each outcome is committed as soon as it is known, so a sender killed mid-batch can at most send one mail
-        twice (the one between the server's 250 and our commit); its other claimed mails go to another sender
+        Each outcome is committed as soon as it is known, so a sender killed mid-batch can at most send twice the
+        mails between the server's 250 and our commit (one per lane); its other claimed mails go to another sender
         when their lease runs out.
         """
         tried = 0
