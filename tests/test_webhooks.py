@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,8 +18,10 @@ import uvicorn
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.keys import create_key
-from gateway.webhooks import signing
-from gateway.webhooks.transport import PrivateTargetError, check_target, is_public
+from gateway.models import OutboxMessage, build
+from gateway.settings import Settings
+from gateway.webhooks import signing, transport
+from gateway.webhooks.transport import PrivateTargetError, WebhookTransport, check_target, is_public
 from tests.conftest import SmtpSink, free_port, make_settings, run_gateway
 from tests.test_approvals_service import by_link, request_mail_to
 
@@ -205,3 +208,71 @@ async def test_responses_are_opt_in_and_private_targets_refused(database_url: st
         else:
             raise AssertionError("the webhook to a loopback name was not refused")
         assert "non-public" in failed[0]["data"]["error"]
+
+
+def hook_row(url: str) -> OutboxMessage:
+    return build(OutboxMessage, id="msg_1", kind="webhook", mail_from="", rcpt_to=[url], message_id="m1", raw="{}")
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # DNS rebinding: a name that answers the check with a public address and the connection's own lookup with a
+    # private one. The transport connects to the checked address and never looks the name up again: here the
+    # name resolves (for the check) to the receiver's address, and has no answer at all for anyone else.
+    receiver = Receiver()
+    await receiver.start()
+    loop = asyncio.get_running_loop()
+    real_getaddrinfo = loop.getaddrinfo
+
+    async def rebinding(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.rebind.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+        return await real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", rebinding)
+    monkeypatch.setattr(transport, "is_public", lambda address: address == "127.0.0.1")  # stands in for public
+    settings = Settings(webhook_secret=SECRET, webhook_allow_private=False)
+    hooks = WebhookTransport(settings)
+    try:
+        url = f"http://hooks.rebind.test:{receiver.port}/hook"
+        await hooks.send(
+            build(OutboxMessage, id="msg_1", kind="webhook", mail_from="", rcpt_to=[url], message_id="m1", raw="{}")
+        )
+        ((headers, body),) = await receiver.wait_for(1)
+        assert headers["host"] == f"hooks.rebind.test:{receiver.port}" and body == "{}"
+        # A name that was never checked is never connected to, even through the same client.
+        with pytest.raises(httpx.ConnectError):
+            await hooks.client.post(f"http://localhost:{receiver.port}/hook", content="{}")
+        assert len(receiver.received) == 1
+    finally:
+        await hooks.close()
+        await receiver.stop()
+
+
+async def test_a_private_address_among_the_answers_refuses_the_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def mixed(host: str, *args: Any, **kwargs: Any) -> Any:
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("8.8.8.8", 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.8", 0)),
+        ]
+
+    monkeypatch.setattr(loop, "getaddrinfo", mixed)
+    hooks = WebhookTransport(Settings(webhook_secret=SECRET, webhook_allow_private=False))
+    try:
+        with pytest.raises(PrivateTargetError) as refused:
+            await hooks.send(
+                build(
+                    OutboxMessage,
+                    id="msg_2",
+                    kind="webhook",
+                    mail_from="",
+                    rcpt_to=["https://mixed.test/h"],
+                    message_id="m2",
+                    raw="{}",
+                )
+            )
+        assert refused.value.address == "10.0.0.8"
+        assert hooks.backend.pins == {}  # nothing was pinned, nothing connected
+    finally:
+        await hooks.close()
