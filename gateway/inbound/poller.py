@@ -180,8 +180,9 @@ class ImapPoller:
         """Note every "* n EXISTS", whichever command's answer it comes with.
 
         The server tells of new mail at the end of whatever command is running (IDLE only tells of what the
-        session has not heard yet), and aioimaplib drops an EXISTS that comes with an asynchronous command such
-        as UID MOVE. Without this, a reply that arrived while a batch was processed waited for the IDLE to renew.
+        session has not heard yet), and aioimaplib files such an EXISTS with that command's answer (UID MOVE),
+        where nothing looks for it, or drops it (UID FETCH, UID STORE). Without this, a reply that arrived while
+        a batch was processed waited for the IDLE to renew.
         """
         protocol = client.protocol
         untagged = protocol._untagged_response
