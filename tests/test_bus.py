@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -32,31 +35,33 @@ class Inbox:
                 await self.event.wait()
 
 
-async def test_signals_reach_the_other_process_not_the_sender(dsn: str) -> None:
+@contextlib.asynccontextmanager
+async def two_buses(dsn: str, **options: Any) -> AsyncIterator[tuple[Bus, Inbox, Bus, Inbox]]:
+    """Two connected buses (two processes, as far as PostgreSQL can tell), stopped on the way out."""
     a_in, b_in = Inbox(), Inbox()
-    a, b = Bus(dsn, a_in.deliver), Bus(dsn, b_in.deliver)
+    a, b = Bus(dsn, a_in.deliver, **options), Bus(dsn, b_in.deliver, **options)
     await a.start()
     await b.start()
     try:
         await asyncio.wait_for(asyncio.gather(a.connected.wait(), b.connected.wait()), 10)
+        yield a, a_in, b, b_in
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_signals_reach_the_other_process_not_the_sender(dsn: str) -> None:
+    async with two_buses(dsn) as (a, a_in, _b, b_in):
         a.publish(REQUEST, "apr_123")
         a.publish(OUTBOX)
         await b_in.wait_for((REQUEST, "apr_123"))
         await b_in.wait_for((OUTBOX, None))
         await asyncio.sleep(0.2)
         assert a_in.got == []  # the sender delivered locally already
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 async def test_a_killed_listening_connection_reconnects_and_wakes_everything(dsn: str) -> None:
-    a_in, b_in = Inbox(), Inbox()
-    a, b = Bus(dsn, a_in.deliver, retry_max=0.5), Bus(dsn, b_in.deliver, retry_max=0.5)
-    await a.start()
-    await b.start()
-    try:
-        await asyncio.wait_for(asyncio.gather(a.connected.wait(), b.connected.wait()), 10)
+    async with two_buses(dsn, retry_max=0.5) as (a, _a_in, b, b_in):
         admin = await asyncpg.connect(dsn)
         try:
             await admin.execute("SELECT pg_terminate_backend($1)", b._pid)
@@ -67,27 +72,17 @@ async def test_a_killed_listening_connection_reconnects_and_wakes_everything(dsn
         assert b.reconnects == 1
         a.publish(REQUEST, "apr_after")
         await b_in.wait_for((REQUEST, "apr_after"))
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 async def test_stop_while_a_signal_is_in_flight_ends_promptly(dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     # Stopping just as a NOTIFY completes used to hang for ever on Python 3.11: asyncio.wait_for returned the
     # statement's result and swallowed the cancel, and the bus went on pumping. Every round must stop in time.
+    loop = asyncio.get_running_loop()
     for round_ in range(20):
-        a_in, b_in = Inbox(), Inbox()
-        a, b = Bus(dsn, a_in.deliver), Bus(dsn, b_in.deliver)
-        await a.start()
-        await b.start()
-        try:
-            await asyncio.wait_for(asyncio.gather(a.connected.wait(), b.connected.wait()), 10)
+        async with two_buses(dsn) as (a, _a_in, _b, b_in):
             a.publish(REQUEST, f"apr_{round_}")
             await b_in.wait_for((REQUEST, f"apr_{round_}"))
-        finally:
-            started = asyncio.get_running_loop().time()
-            await a.stop()
-            await b.stop()
-            took = asyncio.get_running_loop().time() - started
+            started = loop.time()  # the stops run as the block ends
+        took = loop.time() - started
         assert took < 3, f"round {round_}: stopping took {took:.1f} s"
     assert not [r for r in caplog.records if "did not stop" in r.getMessage()]

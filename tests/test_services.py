@@ -48,7 +48,8 @@ def test_a_signal_from_another_process_wakes_its_own_worker(kind: str, expected:
     assert woken(svc) == expected
 
 
-async def test_a_submission_wakes_the_mail_sender_alone(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+def record_wakes(live: Live, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every wake_outbox call from now on (still waking), by its arguments."""
     calls: list[dict[str, Any]] = []
     wake = live.services.wake_outbox
 
@@ -57,6 +58,11 @@ async def test_a_submission_wakes_the_mail_sender_alone(live: Live, monkeypatch:
         wake(**kwargs)
 
     monkeypatch.setattr(live.services, "wake_outbox", recording)
+    return calls
+
+
+async def test_a_submission_wakes_the_mail_sender_alone(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = record_wakes(live, monkeypatch)
     await live.approval()
     assert calls == [{"webhooks": False}]
 
@@ -66,14 +72,7 @@ async def test_a_decision_wakes_the_webhook_sender_only_when_it_queued_one(
 ) -> None:
     approval = await live.approval()
     mail = await request_mail_to(live.sink, approval["id"], "alice@example.com")
-    calls: list[dict[str, Any]] = []
-    wake = live.services.wake_outbox
-
-    def recording(**kwargs: Any) -> None:
-        calls.append(kwargs)
-        wake(**kwargs)
-
-    monkeypatch.setattr(live.services, "wake_outbox", recording)
+    calls = record_wakes(live, monkeypatch)
     outcome = await pipeline.process(live.services, mailclients.gmail(mail, "approve"), source="test")
     assert outcome.outcome == "decided"
     assert calls and all(c == {"webhooks": False} for c in calls)  # no callback_url: no webhook was queued
