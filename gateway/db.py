@@ -91,8 +91,11 @@ class Checkpointer:
             while not self._stop.wait(self.interval):
                 try:
                     self.checkpoint(conn)
-                except sqlite3.Error as exc:  # a lock held elsewhere for long, a full disk: try again later
-                    log.warning("sqlite checkpoint failed: %s", exc)
+                except sqlite3.Error as exc:
+                    # Another process checkpointing at the same moment is routine; a full disk is not. Either
+                    # way the WAL keeps everything, and the next round tries again.
+                    busy = "locked" in str(exc) or "busy" in str(exc)
+                    log.log(logging.DEBUG if busy else logging.WARNING, "sqlite checkpoint failed: %s", exc)
         except Exception:
             log.exception("the sqlite checkpointer stopped; the WAL will grow until the next start")
         finally:
