@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlmodel import select
@@ -14,7 +16,21 @@ from gateway.mail.outbox import OutboxSender, backoff
 from gateway.mail.smtp import PermanentDeliveryError
 from gateway.models import OutboxMessage
 from gateway.runtime import Runtime
+from gateway.services import Services
+from gateway.settings import Settings
 from tests.conftest import Live, free_port, make_settings
+
+
+@contextlib.asynccontextmanager
+async def agent_runtime(settings: Settings, workers: bool = True) -> AsyncIterator[tuple[Services, Principal]]:
+    """A started runtime (with or without its workers) and an agent's identity on it; stopped on the way out."""
+    runtime = Runtime(settings, workers=workers)
+    svc = await runtime.start()
+    try:
+        key, _ = await create_key(svc.db, "agent")
+        yield svc, Principal(key.id, key.name)
+    finally:
+        await runtime.stop()
 
 
 async def _approval_view(live: Live, approval_id: str) -> dict[str, Any]:
@@ -117,11 +133,7 @@ class FlakyTransport:
 
 
 async def test_one_bad_message_never_stops_the_sender(database_url: str) -> None:
-    runtime = Runtime(make_settings(database_url, free_port(), free_port()), workers=False)
-    svc = await runtime.start()
-    try:
-        key, _ = await create_key(svc.db, "agent")
-        who = Principal(key.id, key.name)
+    async with agent_runtime(make_settings(database_url, free_port(), free_port()), workers=False) as (svc, who):
         ids = {}
         for fn in ("explode_here", "fine_one", "refuse_me"):
             body = ApprovalCreate(fn=fn, channel={"email": {"to": ["a@example.com"]}})  # type: ignore[arg-type]
@@ -137,8 +149,6 @@ async def test_one_bad_message_never_stops_the_sender(database_url: str) -> None
         assert rows[ids["explode_here"]].status == "pending"
         assert rows[ids["explode_here"]].last_error == "internal error"
         assert rows[ids["explode_here"]].next_attempt_at > rows[ids["explode_here"]].created_at
-    finally:
-        await runtime.stop()
 
 
 def test_backoff_doubles_and_is_capped() -> None:
@@ -192,11 +202,7 @@ async def test_a_mail_its_template_cannot_write_fails_alone(database_url: str, s
     )
     port = free_port()
     settings = make_settings(database_url, port, smtp_sink.port, templates_dir=tmp_path)
-    runtime = Runtime(settings)
-    svc = await runtime.start()
-    try:
-        key, _ = await create_key(svc.db, "agent")
-        who = Principal(key.id, key.name)
+    async with agent_runtime(settings) as (svc, who):
         broken, _ = await service.create_request(
             svc, who, ApprovalCreate.model_validate({"fn": "explode", "channel": {"email": {"to": ["a@example.com"]}}})
         )
@@ -213,11 +219,8 @@ async def test_a_mail_its_template_cannot_write_fails_alone(database_url: str, s
                 ).one()
             return row if row.status == "failed" else None
 
-        for _ in range(100):
-            row = await failed()
-            if row is not None:
-                break
-            await asyncio.sleep(0.05)
+        await _until(failed, timeout=5.0)
+        row = await failed()
         assert row is not None
         assert "UndefinedError" in (row.last_error or "") and "no_such_variable" in (row.last_error or "")
         assert row.raw is None and row.attempts == 1
@@ -228,8 +231,6 @@ async def test_a_mail_its_template_cannot_write_fails_alone(database_url: str, s
         assert events[-1] == "mail_failed"
         assert len(smtp_sink.received) == 1  # the broken one was never sent
         assert fine.request.id != broken.request.id
-    finally:
-        await runtime.stop()
 
 
 class SlowTransport:
@@ -251,11 +252,7 @@ class SlowTransport:
 
 
 async def test_lanes_send_side_by_side_and_keep_each_recipients_order(database_url: str) -> None:
-    runtime = Runtime(make_settings(database_url, free_port(), free_port()), workers=False)
-    svc = await runtime.start()
-    try:
-        key, _ = await create_key(svc.db, "agent")
-        who = Principal(key.id, key.name)
+    async with agent_runtime(make_settings(database_url, free_port(), free_port()), workers=False) as (svc, who):
         queued: dict[str, list[str]] = {}
         for n in range(3):  # three mails for each of four people, in this order
             for person in ("a", "b", "c", "d"):
@@ -279,5 +276,3 @@ async def test_lanes_send_side_by_side_and_keep_each_recipients_order(database_u
         assert elapsed < 12 * 0.05  # faster than one after the other
         for person, ids in queued.items():
             assert [mid for to, mid in log if to == person] == ids  # each person's mail in the order queued
-    finally:
-        await runtime.stop()

@@ -200,7 +200,7 @@ class OutboxSender:
                 return tried
             tried += len(batch)
             queued = {m.id for m in batch if m.raw is None}
-            unwritable = await compose_queued(self.svc, batch) if queued else {}
+            unwritable = await compose_queued(self.svc, batch)  # {} when nothing was queued
             by_lane: dict[int, list[OutboxMessage]] = {}
             for mail in batch:
                 lane = zlib.crc32(",".join(mail.rcpt_to).lower().encode()) % len(self.lanes)
