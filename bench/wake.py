@@ -75,6 +75,20 @@ async def run(
         return await _run(server, other, sink, waiters, samples)
 
 
+async def held(server: Server, waiters: int, limit: float = 300) -> None:
+    """Until the server says it holds ``waiters`` waits (its /healthz counts them)."""
+    conn = Connection(server.host, server.port)
+    deadline = time.perf_counter() + limit
+    while True:
+        _, body = await conn.json("GET", "/healthz", server.key)
+        if body.get("waiters", 0) >= waiters:
+            break
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the server holds {body.get('waiters')} of {waiters} waits after {limit:.0f} s")
+        await asyncio.sleep(0.5)
+    conn.close()
+
+
 async def _run(server: Server, other: Server, sink: Any, waiters: int, samples: int) -> list[tuple[str, str]]:
     started = time.perf_counter()
     approvals = await create(server, waiters)
@@ -118,6 +132,9 @@ async def _run(server: Server, other: Server, sink: Any, waiters: int, samples: 
         tasks += [asyncio.create_task(wait_on(a)) for a, _ in approvals[i : i + 500]]
         await asyncio.sleep(0.05)
     await ready.wait()
+    # A connect that overflowed the listen backlog looks open to the client before the server has accepted it
+    # (the handshake completes on a later SYN-ACK retry, seconds on): count the waits the server holds.
+    await held(server, waiters)
     # Let the initial GETs (and the outbox) finish: wait until the server is quiet.
     settle_deadline = time.perf_counter() + 180
     while await cpu_rate(server.proc.pid, 1.0) > 0.05 and time.perf_counter() < settle_deadline:
