@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import event, insert, make_url, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker, create_async_engine
 from sqlalchemy.util import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -160,6 +160,9 @@ class Database:
         else:
             self.engine = create_async_engine(self.url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True)
             self.write_engine = self.engine
+        # Plain reads on PostgreSQL without BEGIN and ROLLBACK (two round trips each): under READ COMMITTED every
+        # statement takes its own snapshot anyway. SQLite's readers keep their BEGIN: one snapshot for all.
+        self._reader = self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._read = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._write = async_sessionmaker(self.write_engine, class_=AsyncSession, expire_on_commit=False)
 
@@ -167,6 +170,12 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._read() as session:
             yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for Core reads (no ORM session: the hot read paths copy rows with ``from_row``)."""
+        async with self._reader.connect() as conn:
+            yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

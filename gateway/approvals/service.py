@@ -25,7 +25,15 @@ from gateway import addresses, audit
 from gateway.approvals import effects, lifecycle
 from gateway.approvals.policy import Outcome, evaluate
 from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
-from gateway.approvals.views import RESPONSES, MailState, RequestView, load_view, load_views
+from gateway.approvals.views import (
+    RESPONSES,
+    MailState,
+    RequestView,
+    load_view,
+    load_views,
+    read_request,
+    read_view,
+)
 from gateway.audit import event
 from gateway.db import write_rows
 from gateway.errors import (
@@ -238,12 +246,12 @@ async def _current_view(svc: Services, request_id: str, visible: Callable[[Reque
     """The request's view as of now: a pending request past its expiry is expired first (once, by whoever gets
     there first). None when there is no such request or ``visible`` says the caller may not see it."""
     while True:
-        async with svc.db.read() as session:
-            request = await session.get(Request, request_id)
+        async with svc.db.reading() as conn:
+            request = await read_request(conn, request_id)
             if request is None or not visible(request):
                 return None
             if not is_due_to_expire(request):
-                return await load_view(session, request)
+                return await read_view(conn, request)
         await expire_if_due(svc, request_id)
 
 
