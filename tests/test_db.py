@@ -1,10 +1,11 @@
-"""The database layer's SQLite specifics: WAL checkpoints on a thread of their own in a server."""
+"""The database layer: SQLite's WAL checkpoints on a thread of their own in a server; plain reads."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from gateway.db import Database
@@ -54,5 +55,42 @@ async def test_other_processes_keep_sqlites_own_checkpoints(tmp_path: Path) -> N
     try:
         assert db.checkpointer is None
         assert await pragma(db, "wal_autocheckpoint") == 1000
+    finally:
+        await db.dispose()
+
+
+async def test_plain_reads_on_postgresql_run_without_a_transaction(database_url: str) -> None:
+    # Under READ COMMITTED each statement has its own snapshot anyway; BEGIN and ROLLBACK were two round trips
+    # on every view read. SQLite's reads keep one snapshot for all their statements (next test).
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's behaviour; SQLite's is the next test")
+    alone = "SELECT transaction_timestamp() = statement_timestamp()"
+    db = Database(database_url)
+    try:
+        async with db.reading() as conn:
+            await conn.execute(text("SELECT 1"))
+            await asyncio.sleep(0.01)
+            assert (await conn.execute(text(alone))).scalar_one() is True
+        async with db.write() as session:  # writes still run in a transaction
+            conn = await session.connection()
+            await conn.execute(text("SELECT 1"))
+            await asyncio.sleep(0.01)
+            assert (await conn.execute(text(alone))).scalar_one() is False
+    finally:
+        await db.dispose()
+
+
+async def test_a_sqlite_read_sees_one_snapshot(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/g.sqlite3")
+    try:
+        async with db.write() as session:
+            await (await session.connection()).execute(text("CREATE TABLE t (x INTEGER)"))
+        async with db.reading() as conn:
+            before = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+            async with db.write() as session:
+                await (await session.connection()).execute(text("INSERT INTO t VALUES (1)"))
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == before == 0
+        async with db.reading() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
     finally:
         await db.dispose()
