@@ -194,7 +194,7 @@ async def match(svc: Services, mail: Inbound) -> None:
         if mail.request is not None:
             return  # a known request, but the sender is none of its recipients
         raise NoMatchingRequestError("no reply tag, known thread or subject reference")
-    async with svc.db.engine.connect() as conn:
+    async with svc.db.reading() as conn:
         found = (await conn.execute(_RECIPIENT, {"rcp": recipient_id})).first()
     if found is None:
         raise NoMatchingRequestError(f"the reply tag names no known recipient ({recipient_id})")
