@@ -56,13 +56,15 @@ def machine() -> str:
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
-    """(current, peak) resident memory of a process, in MiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+    """(current, peak) resident memory of a process and its children (`serve --processes N`), in MiB."""
+    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for each in [pid, *map(int, children)]:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] += int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
 
 
 @dataclass
@@ -106,10 +108,10 @@ class Server:
 
 @contextmanager
 def gateway_server(
-    smtp_port: int, database_url: str | None = None, workers: bool = True, **settings: str
+    smtp_port: int, database_url: str | None = None, workers: bool = True, processes: int = 1, **settings: str
 ) -> Iterator[Server]:
-    """A `gateway serve` process on SQLite in a temp dir (or ``database_url``); ``settings`` are extra
-    GATEWAY_* variables, named without the prefix (imap_host="127.0.0.1")."""
+    """A `gateway serve` on SQLite in a temp dir (or ``database_url``), in ``processes`` processes; ``settings``
+    are extra GATEWAY_* variables, named without the prefix (imap_host="127.0.0.1")."""
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -134,7 +136,8 @@ def gateway_server(
         ).stdout.strip()
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
-            + ([] if workers else ["--no-workers"]),
+            + ([] if workers else ["--no-workers"])
+            + ([] if processes == 1 else ["--processes", str(processes)]),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

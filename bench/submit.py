@@ -68,12 +68,15 @@ def measure(
     seconds: float = 10.0,
     concurrency: int = 32,
     workers: bool = True,
+    processes: int = 1,
 ) -> SubmitFigures:
-    """Submissions a second into ``replicas`` `gateway serve` processes (more than one needs PostgreSQL)."""
+    """Submissions a second into ``replicas`` `gateway serve` (more than one needs PostgreSQL), each in
+    ``processes`` processes."""
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(smtp_sink())
         servers = [
-            stack.enter_context(gateway_server(sink.port, database_url, workers=workers)) for _ in range(replicas)
+            stack.enter_context(gateway_server(sink.port, database_url, workers=workers, processes=processes))
+            for _ in range(replicas)
         ]
         key = servers[0].key
         asyncio.run(load(servers, key, 2.0, concurrency))  # warm-up
@@ -100,15 +103,24 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--postgres", default=None, help="a postgresql:// URL of an empty database")
     parser.add_argument("--replicas", type=int, default=1, help="gateway serve processes (PostgreSQL for > 1)")
+    parser.add_argument("--processes", type=int, default=1, help="serve --processes N")
     parser.add_argument("--no-sender", action="store_true", help="run the outbox sender elsewhere (serve --no-workers)")
     args = parser.parse_args()
     if args.replicas > 1 and not args.postgres:
         parser.error("--replicas > 1 needs --postgres")
-    f = measure(args.postgres, args.replicas, args.seconds, args.concurrency, workers=not args.no_sender)
+    f = measure(
+        args.postgres,
+        args.replicas,
+        args.seconds,
+        args.concurrency,
+        workers=not args.no_sender,
+        processes=args.processes,
+    )
     backend = "PostgreSQL" if args.postgres else "SQLite"
     print(
         table(
-            f"Submissions over HTTP ({backend}, {args.replicas} replica(s), {args.concurrency} concurrent clients,"
+            f"Submissions over HTTP ({backend}, {args.replicas} replica(s) of {args.processes} process(es),"
+            f" {args.concurrency} concurrent clients,"
             f" {args.seconds:.0f} s) on {machine()}",
             [
                 ("approvals / second", f"{f.rate:,.0f}", "target >= 1,000"),
@@ -116,7 +128,11 @@ def main() -> None:
                 ("latency p99", f"{f.p99_ms:.1f} ms", "target < 100 ms"),
                 ("errors", f"{f.errors}", "target 0"),
                 ("mails delivered during the run", f"{f.mailed:,}", "(senders run in the same processes)"),
-                ("server RSS now / peak (largest replica)", f"{f.rss_mib:.0f} / {f.peak_mib:.0f} MiB", ""),
+                (
+                    "server RSS now / peak (largest replica, its processes summed)",
+                    f"{f.rss_mib:.0f} / {f.peak_mib:.0f} MiB",
+                    "",
+                ),
             ],
         )
     )

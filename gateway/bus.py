@@ -1,10 +1,12 @@
-"""Signals between replicas over PostgreSQL LISTEN/NOTIFY: a request changed, mail was queued, a request is due.
+"""Signals between processes: a request changed, mail was queued, a request is due.
 
-In one process the in-process notifier and events are enough; with several processes on one PostgreSQL
-(replicas behind a load balancer, or `serve --no-workers` beside `worker`) each signal is also sent as a NOTIFY
-and every other process turns it back into its local wake-up. Notifications are hints, never the data: whoever
-is woken reads the database. So a lost listening connection loses nothing that cannot be recovered: after
-reconnecting, every local waiter and worker is woken once to re-check what it may have missed.
+In one process the in-process notifier and events are enough; with several processes on one database
+(replicas behind a load balancer, `serve --processes N`, or `serve --no-workers` beside `worker`) each signal is
+also sent to every other process, which turns it back into its local wake-up: over PostgreSQL LISTEN/NOTIFY
+(`Bus`), or, for processes sharing a SQLite file and so one machine, over Unix sockets in a directory beside
+that file (`SocketBus`). Signals are hints, never the data: whoever is woken reads the database. So a lost
+listening connection loses nothing that cannot be recovered: after reconnecting, every local waiter and worker
+is woken once to re-check what it may have missed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("gateway.bus")
@@ -142,3 +147,136 @@ class Bus:
                 for item in batch:  # sent again on the next connection
                     self._queue.put_nowait(item)
                 raise
+
+
+MAX_BUFFERED = 4 * 1024 * 1024  # bytes of signals held for one slow peer
+
+
+class SocketBus:
+    """`Bus` for processes on one machine that share a SQLite file: no server to relay through, so each process
+    listens on a Unix socket in ``directory`` (beside the database) and sends every signal to every socket there.
+
+    A process finds the others by listing the directory before each batch, so one that starts later hears every
+    signal sent after its socket exists; a change committed before that is in the database it reads when it
+    begins to wait. The socket of a process that died without removing it refuses connections and is deleted.
+    Writes are buffered by the connection and never block the publisher.
+    """
+
+    def __init__(self, directory: str | Path, deliver: Callable[[str, str | None], None]) -> None:
+        self.directory = Path(directory)
+        self.deliver = deliver
+        self.connected = asyncio.Event()
+        self.reconnects = 0  # kept for the same /healthz and /metrics fields as `Bus`; a local socket never drops
+        self.name = f"{os.getpid()}-{secrets.token_hex(4)}.sock"
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._peers: dict[str, asyncio.StreamWriter] = {}
+        self._behind: set[str] = set()  # peers dropped while stuck: told to re-check everything when back
+        self._server: asyncio.AbstractServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._readers: set[asyncio.Task[None]] = set()
+        self._dir_fd: int | None = None
+
+    def publish(self, kind: str, key: str = "") -> None:
+        self._queue.put_nowait(f"{kind}:{key}")
+
+    def _path(self, name: str) -> str:
+        """A socket's address. sun_path holds 107 bytes; a deeper directory is reached through its descriptor."""
+        full = str(self.directory / name)
+        if len(full.encode()) < 100:
+            return full
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        return f"/proc/self/fd/{self._dir_fd}/{name}"
+
+    async def start(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._server = await asyncio.start_unix_server(self._serve, path=self._path(self.name))
+        self.connected.set()
+        self._task = asyncio.create_task(self._pump(), name="socket-bus")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.connected.clear()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(OSError):
+            (self.directory / self.name).unlink()
+        for reader in list(self._readers):
+            reader.cancel()
+        for writer in self._peers.values():
+            writer.close()
+        self._peers.clear()
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._readers.add(task)
+        try:
+            while line := await reader.readline():
+                kind, _, key = line.decode(errors="replace").rstrip("\n").partition(":")
+                try:
+                    self.deliver(kind, key or None)
+                except Exception:
+                    log.exception("bus: delivering %r failed", line)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            if task is not None:
+                self._readers.discard(task)
+
+    async def _peer(self, name: str) -> asyncio.StreamWriter | None:
+        writer = self._peers.get(name)
+        if writer is not None and not writer.is_closing():
+            return writer
+        try:
+            _, writer = await asyncio.open_unix_connection(self._path(name))
+        except (ConnectionRefusedError, FileNotFoundError):  # its process is gone
+            with contextlib.suppress(OSError):
+                (self.directory / name).unlink()
+            self._peers.pop(name, None)
+            return None
+        except OSError as exc:
+            log.warning("bus: cannot reach %s: %s", name, exc)
+            return None
+        self._peers[name] = writer
+        return writer
+
+    async def _pump(self) -> None:
+        while True:
+            batch = {await self._queue.get()}
+            while not self._queue.empty() and len(batch) < 5000:
+                batch.add(self._queue.get_nowait())
+            payload = "".join(f"{item}\n" for item in sorted(batch)).encode()
+            try:
+                names = [e.name for e in os.scandir(self.directory) if e.name.endswith(".sock")]
+            except OSError as exc:
+                log.warning("bus: cannot list %s: %s", self.directory, exc)
+                names = []
+            for name in names:
+                if name == self.name:
+                    continue
+                writer = await self._peer(name)
+                if writer is None:
+                    continue
+                if name in self._behind:
+                    self._behind.discard(name)
+                    writer.write(b"*:\n")
+                writer.write(payload)
+                if writer.transport.get_write_buffer_size() > MAX_BUFFERED:
+                    # That process has stopped reading (stuck, or stopped without closing): rather than hold
+                    # its signals here without end, drop them, and wake everything there if it comes back.
+                    log.warning("bus: %s is not reading its signals; dropping them", name)
+                    self._peers.pop(name).transport.abort()
+                    self._behind.add(name)
+            for name in set(self._peers) - set(names):  # removed by a process that stopped
+                self._peers.pop(name).close()
+            self._behind &= set(names)

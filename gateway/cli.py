@@ -34,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-workers", action="store_true", help="run only HTTP; run `gateway worker` apart")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="serve HTTP from this many processes on the one port (the first also runs the workers)",
+    )
+    # Set by the supervisor of `--processes N` for its children.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--no-migrate", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--roles", default=None, help=argparse.SUPPRESS)  # which workers: senders,scheduler,poller
 
     sub.add_parser("worker", help="only the background workers (outbox and webhook senders, poller, scheduler)")
     sub.add_parser("migrate", help="apply the schema migrations")
@@ -137,17 +147,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _run_http(app: object, host: str, port: int) -> int:
+def _run_http(app: object, host: str, port: int, reuse_port: bool = False) -> int:
+    sys.setswitchinterval(float(os.environ.get("SWI", "0.005")))
     import uvicorn
+
+    from gateway.supervisor import reuse_port_socket
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")  # type: ignore[arg-type]
     server = uvicorn.Server(config)
+    sockets = [reuse_port_socket(host, port)] if reuse_port else None
     # Everything loaded so far (modules, mappers, routes, compiled schemas) lives as long as the process: moved
     # out of the collector's sight, a full collection no longer walks it (one took tens of ms under load, the
     # submit p99).
     gc.collect()
     gc.freeze()
-    server.run()  # uvloop and httptools when installed
+    server.run(sockets=sockets)  # uvloop and httptools when installed
     return 0 if server.started else 1
 
 
@@ -192,7 +206,7 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"  Webhooks:     signed with {svc.settings.webhook_secret}", flush=True)
         print(f"  Database:     {settings.database_url}", flush=True)
 
-    runtime = Runtime(settings, dev_mailbox=DevMailbox(base), on_ready=ready)
+    runtime = Runtime(settings, dev_mailbox=DevMailbox(base), on_ready=ready, share_signals=False)
     return _run_http(create_app(runtime), args.host, args.port)
 
 
@@ -202,9 +216,23 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings("serve")
     _logging()
-    runtime = Runtime(settings, workers=not args.no_workers)
-    print(f"gateway serve on {args.host}:{args.port}, public URL {settings.public_base}", flush=True)
-    return _run_http(create_app(runtime), args.host, args.port)
+    if args.processes < 1:
+        raise ConfigError("--processes", "must be at least 1")
+    if args.processes > 1:
+        from gateway.supervisor import Supervisor
+
+        _migrate_quietly(settings)  # once, before the children start (they do not)
+        print(
+            f"gateway serve on {args.host}:{args.port} in {args.processes} processes,"
+            f" public URL {settings.public_base}",
+            flush=True,
+        )
+        return Supervisor(args.host, args.port, args.processes, workers=not args.no_workers).run()
+    roles = None if args.roles is None else frozenset(r for r in args.roles.split(",") if r)
+    runtime = Runtime(settings, workers=not args.no_workers, roles=roles, migrate_on_start=not args.no_migrate)
+    if not args.reuse_port:
+        print(f"gateway serve on {args.host}:{args.port}, public URL {settings.public_base}", flush=True)
+    return _run_http(create_app(runtime), args.host, args.port, reuse_port=args.reuse_port)
 
 
 def _worker() -> int:
@@ -230,11 +258,9 @@ def _worker() -> int:
     return 0
 
 
-def _migrate() -> int:
+def _migrate_quietly(settings: Settings) -> None:
     from gateway.db import Database
     from gateway.runtime import upgrade_schema
-
-    settings = load_settings("tool")
 
     async def run() -> None:
         db = Database(settings.async_database_url)
@@ -244,6 +270,11 @@ def _migrate() -> int:
             await db.dispose()
 
     asyncio.run(run())
+
+
+def _migrate() -> int:
+    settings = load_settings("tool")
+    _migrate_quietly(settings)
     print(f"gateway: schema is up to date ({_safe_url(settings)})")
     return 0
 

@@ -126,6 +126,17 @@ def _begin_immediate(conn: Any) -> None:
         delay = min(delay * 2, 0.05)
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL keeps its data in (None for PostgreSQL and in-memory databases)."""
+    url = normalise_database_url(url)
+    if not url.startswith("sqlite"):
+        return None
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return path
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False, background_checkpoints: bool = False) -> None:
         """``background_checkpoints``: a long-running server's SQLite WAL is checkpointed by a thread of its own

@@ -12,7 +12,7 @@ from sqlmodel import col, select
 
 from gateway.mail.outbox import WEBHOOK
 from gateway.models import InboundMessage, OutboxMessage, Request, UTCDateTime, utcnow
-from gateway.runtime import Runtime
+from gateway.runtime import SENDERS, Runtime
 
 POLLER_LOST_AFTER = 120.0
 
@@ -66,7 +66,7 @@ async def health(runtime: Runtime) -> tuple[int, dict[str, Any]]:
         return 503, {"status": "unavailable", "database": str(exc)[:200]}
     body: dict[str, Any] = {"status": "ok", "waiters": svc.notifier.waiting}
     problems = []
-    if runtime.workers:
+    if SENDERS in (runtime.roles or ()):
         outbox = await outbox_state(runtime)
         body["outbox"] = outbox
         problems += [f"{name} outbox stuck" for name, entry in outbox.items() if entry["stuck"]]

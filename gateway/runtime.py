@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from sqlalchemy.engine import make_url
 
 from gateway import migrate
 from gateway.approvals.tasks import Scheduler
-from gateway.bus import Bus
-from gateway.db import Database
+from gateway.bus import Bus, SocketBus
+from gateway.db import Database, sqlite_file
 from gateway.dev.mailbox import DevMailbox
 from gateway.inbound.poller import ImapPoller
 from gateway.leader import Leadership, lock_key
@@ -71,11 +72,21 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+SENDERS, SCHEDULER, POLLER = "senders", "scheduler", "poller"
+ROLES = (SENDERS, SCHEDULER, POLLER)  # the workers; one process runs all of them unless told otherwise
+
+
 @dataclass
 class Runtime:
     settings: Settings
     workers: bool = True
+    # Which workers this process runs (default: all when ``workers``, none otherwise). `serve --processes N`
+    # gives the senders and the poller (with the scheduler) processes of their own.
+    roles: frozenset[str] | None = None
     migrate_on_start: bool = True
+    # Signals to other processes on a SQLite file (`serve --processes`, `serve --no-workers` beside `worker`);
+    # `gateway dev` is one process by definition and leaves no socket directory beside its database.
+    share_signals: bool = True
     dev_mailbox: DevMailbox | None = None
     on_ready: Callable[[Services], Awaitable[None]] | None = None
     services: Services | None = None
@@ -84,8 +95,19 @@ class Runtime:
     leadership: Leadership | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.roles is None:
+            self.roles = frozenset(ROLES if self.workers else ())
+        self.workers = bool(self.roles)
+
     async def start(self) -> Services:
         settings = self.settings
+        roles = self.roles or frozenset()
+        # Processes sharing a SQLite file signal each other through sockets in a directory beside it.
+        shared = sqlite_file(settings.async_database_url) if self.share_signals else None
+        if shared is not None:
+            shared = f"{shared}-gateway"
+            os.makedirs(shared, mode=0o700, exist_ok=True)
         db = Database(settings.async_database_url, background_checkpoints=True)
         try:
             if self.migrate_on_start:
@@ -110,25 +132,29 @@ class Runtime:
         self.services = svc
         if not db.is_sqlite:
             svc.bus = Bus(asyncpg_dsn(settings.async_database_url), svc.deliver)
+        elif shared is not None:
+            svc.bus = SocketBus(shared, svc.deliver)
+        if svc.bus is not None:
             await svc.bus.start()
-        if self.workers:
+        if SENDERS in roles:
             connections = [SmtpTransport(settings) for _ in range(settings.smtp_connections)]
             sender = OutboxSender(svc, connections)
             self._tasks.append(asyncio.create_task(sender.run(), name="outbox-sender"))
             hooks = OutboxSender(svc, WebhookTransport(settings), channel=WEBHOOK)
             self._tasks.append(asyncio.create_task(hooks.run(), name="webhook-sender"))
+        if SCHEDULER in roles:
             self.scheduler = Scheduler(svc)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
-            if settings.imap_host:
-                self.poller = ImapPoller(svc)
-                if db.is_sqlite:
-                    self._tasks.append(asyncio.create_task(self.poller.run(), name="imap-poller"))
-                else:  # one poller per mailbox across replicas
-                    key = lock_key("imap", settings.imap_host, settings.imap_username or "", settings.imap_mailbox)
-                    self.leadership = Leadership(
-                        asyncpg_dsn(settings.async_database_url), key, self.poller.run, retry=settings.leader_retry
-                    )
-                    self._tasks.append(asyncio.create_task(self.leadership.run(), name="imap-poller-election"))
+        if POLLER in roles and settings.imap_host:
+            self.poller = ImapPoller(svc)
+            if db.is_sqlite:
+                self._tasks.append(asyncio.create_task(self.poller.run(), name="imap-poller"))
+            else:  # one poller per mailbox across replicas
+                key = lock_key("imap", settings.imap_host, settings.imap_username or "", settings.imap_mailbox)
+                self.leadership = Leadership(
+                    asyncpg_dsn(settings.async_database_url), key, self.poller.run, retry=settings.leader_retry
+                )
+                self._tasks.append(asyncio.create_task(self.leadership.run(), name="imap-poller-election"))
         if self.on_ready is not None:
             await self.on_ready(svc)
         return svc

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from jinja2 import Environment
 
-from gateway.bus import OUTBOX, REQUEST, SCHEDULER, WEBHOOKS, Bus
+from gateway.bus import OUTBOX, REQUEST, SCHEDULER, WEBHOOKS, Bus, SocketBus
 from gateway.db import Database, GroupCommit
 from gateway.keys import KeyStore
 from gateway.links.tokens import Signer
@@ -28,7 +28,7 @@ class Services:
     webhook_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     scheduler_sleeps_until: datetime | None = None  # set by the scheduler while it sleeps
-    bus: Bus | None = None  # PostgreSQL: the other processes hear of every signal
+    bus: Bus | SocketBus | None = None  # the other processes on this database hear of every signal
     keys: KeyStore = field(init=False)
     group_commit: GroupCommit = field(init=False)
 

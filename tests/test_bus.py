@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.bus import OUTBOX, REQUEST, Bus
+from gateway.bus import OUTBOX, REQUEST, Bus, SocketBus
 from gateway.runtime import asyncpg_dsn
 
 
@@ -86,3 +86,106 @@ async def test_stop_while_a_signal_is_in_flight_ends_promptly(dsn: str, caplog: 
         took = loop.time() - started
         assert took < 3, f"round {round_}: stopping took {took:.1f} s"
     assert not [r for r in caplog.records if "did not stop" in r.getMessage()]
+
+
+# --- SocketBus: processes sharing a SQLite file ------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def socket_buses(directory: Any, count: int = 2) -> AsyncIterator[list[tuple[SocketBus, Inbox]]]:
+    pairs = []
+    for _ in range(count):
+        inbox = Inbox()
+        pairs.append((SocketBus(directory, inbox.deliver), inbox))
+    for bus, _ in pairs:
+        await bus.start()
+    try:
+        yield pairs
+    finally:
+        for bus, _ in pairs:
+            await bus.stop()
+
+
+async def test_socket_bus_signals_reach_every_other_process_not_the_sender(tmp_path: Any) -> None:
+    async with socket_buses(tmp_path / "db-gateway", 3) as [(a, a_in), (_b, b_in), (_c, c_in)]:
+        a.publish(REQUEST, "apr_123")
+        a.publish(OUTBOX)
+        for inbox in (b_in, c_in):
+            await inbox.wait_for((REQUEST, "apr_123"))
+            await inbox.wait_for((OUTBOX, None))
+        await asyncio.sleep(0.1)
+        assert a_in.got == []
+
+
+async def test_socket_bus_finds_a_process_that_starts_later_and_forgets_one_that_stopped(tmp_path: Any) -> None:
+    directory = tmp_path / "db-gateway"
+    async with socket_buses(directory, 1) as [(a, _)]:
+        late_in = Inbox()
+        late = SocketBus(directory, late_in.deliver)
+        await late.start()
+        a.publish(REQUEST, "apr_late")
+        await late_in.wait_for((REQUEST, "apr_late"))
+        await late.stop()
+        assert sorted(p.name for p in directory.iterdir()) == [a.name]  # a stop removes its socket
+        a.publish(REQUEST, "apr_after")  # nobody else: nothing to do, and no error
+        await asyncio.sleep(0.05)
+
+
+async def test_socket_bus_removes_the_socket_of_a_process_that_died(tmp_path: Any) -> None:
+    directory = tmp_path / "db-gateway"
+    async with socket_buses(directory, 2) as [(a, _), (b, b_in)]:
+        # A process killed outright leaves its socket file behind, with nobody listening on it.
+        import socket
+
+        dead = directory / "999999-deadbeef.sock"
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(dead))
+        s.close()
+        a.publish(REQUEST, "apr_1")
+        await b_in.wait_for((REQUEST, "apr_1"))
+        await asyncio.sleep(0.05)
+        assert not dead.exists()
+        assert b.name in {p.name for p in directory.iterdir()}
+
+
+async def test_socket_bus_works_in_a_directory_deeper_than_a_socket_address_allows(tmp_path: Any) -> None:
+    directory = tmp_path / ("d" * 60) / ("e" * 60)
+    assert len(str(directory)) > 110
+    async with socket_buses(directory, 2) as [(a, _), (_b, b_in)]:
+        a.publish(REQUEST, "apr_deep")
+        await b_in.wait_for((REQUEST, "apr_deep"))
+
+
+async def test_socket_bus_drops_a_peer_that_stopped_reading_and_wakes_it_all_when_it_reads_again(
+    tmp_path: Any,
+) -> None:
+    directory = tmp_path / "db-gateway"
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    reconnected = asyncio.Event()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append((reader, writer))  # and never read: a stuck process
+        if len(connections) == 2:
+            reconnected.set()
+
+    async with socket_buses(directory, 1) as [(a, _)]:
+        stuck = await asyncio.start_unix_server(accept, path=str(directory / "4242-stuck.sock"))
+        try:
+            big = "x" * 100_000
+            for n in range(200):  # 20 MB: more than the kernel and MAX_BUFFERED hold
+                a.publish(REQUEST, f"{big}{n}")
+                await asyncio.sleep(0)
+                if "4242-stuck.sock" in a._behind:
+                    break
+            assert "4242-stuck.sock" in a._behind
+            assert "4242-stuck.sock" not in a._peers
+            # When it is reachable again, everything it missed is one "re-check all" signal, sent first.
+            a.publish(REQUEST, "apr_back")
+            async with asyncio.timeout(5):
+                await reconnected.wait()
+                reader = connections[-1][0]
+                assert await reader.readline() == b"*:\n"
+                assert await reader.readline() == b"r:apr_back\n"
+            assert not a._behind
+        finally:
+            stuck.close()
