@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--no-migrate", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--roles", default=None, help=argparse.SUPPRESS)  # which workers: senders,scheduler,poller
+    serve.add_argument("--poller-part", default="0/1", help=argparse.SUPPRESS)  # this one's share of the mailbox
 
     sub.add_parser("worker", help="only the background workers (outbox and webhook senders, poller, scheduler)")
     sub.add_parser("migrate", help="apply the schema migrations")
@@ -229,7 +230,14 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return Supervisor(args.host, args.port, args.processes, workers=not args.no_workers).run()
     roles = None if args.roles is None else frozenset(r for r in args.roles.split(",") if r)
-    runtime = Runtime(settings, workers=not args.no_workers, roles=roles, migrate_on_start=not args.no_migrate)
+    part, _, parts = args.poller_part.partition("/")
+    runtime = Runtime(
+        settings,
+        workers=not args.no_workers,
+        roles=roles,
+        poller_part=(int(part), int(parts)),
+        migrate_on_start=not args.no_migrate,
+    )
     if not args.reuse_port:
         print(f"gateway serve on {args.host}:{args.port}, public URL {settings.public_base}", flush=True)
     return _run_http(create_app(runtime), args.host, args.port, reuse_port=args.reuse_port)

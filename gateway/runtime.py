@@ -83,6 +83,7 @@ class Runtime:
     # Which workers this process runs (default: all when ``workers``, none otherwise). `serve --processes N`
     # gives the senders and the poller (with the scheduler) processes of their own.
     roles: frozenset[str] | None = None
+    poller_part: tuple[int, int] = (0, 1)  # this process's share of the mailbox (see gateway.inbound.poller)
     migrate_on_start: bool = True
     # Signals to other processes on a SQLite file (`serve --processes`, `serve --no-workers` beside `worker`);
     # `gateway dev` is one process by definition and leaves no socket directory beside its database.
@@ -146,13 +147,17 @@ class Runtime:
             self.scheduler = Scheduler(svc)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         if POLLER in roles and settings.imap_host:
-            self.poller = ImapPoller(svc)
+            self.poller = ImapPoller(svc, part=self.poller_part)
             if db.is_sqlite:
                 self._tasks.append(asyncio.create_task(self.poller.run(), name="imap-poller"))
-            else:  # one poller per mailbox across replicas
-                key = lock_key("imap", settings.imap_host, settings.imap_username or "", settings.imap_mailbox)
+            else:  # one poller per mailbox (and part) across replicas
+                mailbox = (settings.imap_host, settings.imap_username or "", settings.imap_mailbox)
+                part = () if self.poller_part[1] == 1 else (f"{self.poller_part[0]}/{self.poller_part[1]}",)
                 self.leadership = Leadership(
-                    asyncpg_dsn(settings.async_database_url), key, self.poller.run, retry=settings.leader_retry
+                    asyncpg_dsn(settings.async_database_url),
+                    lock_key("imap", *mailbox, *part),
+                    self.poller.run,
+                    retry=settings.leader_retry,
                 )
                 self._tasks.append(asyncio.create_task(self.leadership.run(), name="imap-poller-election"))
         if self.on_ready is not None:

@@ -1,9 +1,9 @@
 """`gateway serve --processes N`: one port served by N processes, so the HTTP side uses more than one core.
 
 Each child is a plain `gateway serve` that binds the port with SO_REUSEPORT; the kernel spreads new connections
-over their listening sockets. The workers are shared out too: the first child runs the IMAP poller and the
-scheduler, the second the outbox and webhook senders (each reply a human sends is a decision for the one and a
-confirmation mail for the other), the rest serve HTTP only. They hear each other's signals over the database's
+over their listening sockets. The workers are shared out too: the first child runs the scheduler, the second
+the outbox and webhook senders, and the first four each read their share of the reply mailbox (one IMAP
+session each; see gateway.inbound.poller). They hear each other's signals over the database's
 bus (LISTEN/NOTIFY on PostgreSQL, Unix sockets beside a SQLite file), as `serve --no-workers` beside
 `gateway worker` does.
 The supervisor migrates the schema once before any child starts, restarts a child that dies (with backoff),
@@ -27,6 +27,7 @@ log = logging.getLogger("gateway.supervisor")
 RESTART_MIN, RESTART_MAX = 1.0, 30.0  # seconds before a dead child is started again, doubling while it keeps dying
 STEADY = 30.0  # a child that ran this long before dying is restarted after the shortest delay again
 STOP_GRACE = 30.0  # seconds the children get to finish after the signal, before they are killed
+MAX_POLLERS = 4  # IMAP servers limit sessions per user (Dovecot 10 per address, Gmail 15)
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -87,9 +88,14 @@ class Supervisor:
     def child_argv(self, index: int) -> list[str]:
         argv = [sys.executable, "-m", "gateway", "serve", "--host", self.host, "--port", str(self.port)]
         argv += ["--reuse-port", "--no-migrate"]
-        roles = {0: "scheduler,poller", 1: "senders"}.get(index) if self.workers else None
-        argv += ["--roles", roles] if roles else ["--no-workers"]
-        return argv
+        if not self.workers:
+            return [*argv, "--no-workers"]
+        pollers = min(self.processes, MAX_POLLERS)
+        roles = {0: ["scheduler"], 1: ["senders"]}.get(index, [])
+        if index < pollers:
+            roles.append("poller")
+            argv += ["--poller-part", f"{index}/{pollers}"]
+        return [*argv, "--roles", ",".join(roles)] if roles else [*argv, "--no-workers"]
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping is None:

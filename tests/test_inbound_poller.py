@@ -284,3 +284,75 @@ async def test_mail_arriving_while_a_batch_is_processed_is_not_left_until_the_id
 
     await until(both_approved, timeout=10)
     assert calls == 2
+
+
+async def test_two_parts_share_the_mailbox_by_sender_and_read_nothing_twice(
+    database_url: str, smtp_sink: Any, dovecot: Any
+) -> None:
+    import httpx
+    from sqlmodel import select
+
+    from gateway.inbound.poller import part_of
+    from gateway.keys import create_key
+    from gateway.models import InboundMessage, KeyValue
+    from gateway.runtime import Runtime
+    from tests.conftest import free_port, run_gateway
+
+    port = free_port()
+    settings = make_settings(database_url, port, smtp_sink.port, **imap_settings(dovecot))
+    runtime = Runtime(settings, roles=frozenset({"senders"}))  # no poller of its own: the two parts below
+    async with run_gateway(settings, port, runtime) as svc:
+        _, key = await create_key(svc.db, "agent")
+        senders = [f"person{n}@example.com" for n in range(12)]
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
+        ) as c:
+            approvals = {}
+            for to in senders:
+                body = {"fn": "f", "kwargs": {}, "channel": {"email": {"to": [to]}}}
+                approvals[to] = (await c.post("/v1/approvals", json=body)).json()
+            mails = await smtp_sink.wait_for(len(senders))
+            by_to = {str(m["To"]): m for m in mails}
+            expected = {k: {s for s in senders if part_of(s, 2) == k} for k in range(2)}
+            assert expected[0] and expected[1]  # both parts have work (crc32 of these addresses)
+
+            parts = [ImapPoller(svc, part=(k, 2)) for k in range(2)]
+            tasks = [asyncio.create_task(p.run()) for p in parts]
+            try:
+
+                async def both_connected() -> bool:
+                    return all(p.status.connected for p in parts)
+
+                await until(both_connected)
+                for to in senders:
+                    await append(dovecot, mailclients.gmail(by_to[to], "Approved."))
+
+                async def all_decided() -> bool:
+                    for to in senders:
+                        status = (await c.get(f"/v1/approvals/{approvals[to]['id']}")).json()["status"]
+                        if status != "approved":
+                            return False
+                    return True
+
+                await until(all_decided, timeout=30)
+                await until(lambda: asyncio.to_thread(lambda: dovecot.count("INBOX") == 0))
+                assert [p.status.processed for p in parts] == [len(expected[0]), len(expected[1])]
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        async with svc.db.read() as session:
+            records = (await session.exec(select(InboundMessage))).all()
+            assert sorted(r.sender for r in records if r.sender) == sorted(senders)  # each once
+            assert all(r.outcome == "decided" for r in records)
+            states = {row.key: row.value for row in (await session.exec(select(KeyValue))).all()}
+        assert sorted(k[-4:] for k in states if k.startswith("imap:")) == ["#0/2", "#1/2"]  # a place each
+        with pytest.raises(ValueError):
+            ImapPoller(svc, part=(2, 2))
+
+
+def test_part_of_is_stable_and_ignores_case() -> None:
+    from gateway.inbound.poller import part_of
+
+    assert part_of("Alice@Example.com", 3) == part_of("alice@example.com", 3)
+    assert {part_of(f"p{n}@x.test", 4) for n in range(40)} == {0, 1, 2, 3}

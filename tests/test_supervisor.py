@@ -158,3 +158,29 @@ def test_processes_must_be_positive(tmp_path: Path) -> None:
 def _linux_only() -> None:
     if not Path("/proc/self/task").exists():
         pytest.fail("these tests read /proc (Linux)")
+
+
+def test_the_workers_are_shared_out_and_at_most_four_processes_read_the_mailbox() -> None:
+    from gateway.supervisor import Supervisor
+
+    def roles(processes: int, workers: bool = True) -> list[list[str]]:
+        sup = Supervisor("127.0.0.1", 8000, processes, workers=workers)
+        out = []
+        for i in range(processes):
+            argv = sup.child_argv(i)
+            assert argv[argv.index("--port") + 1] == "8000" and "--reuse-port" in argv
+            out.append(argv[argv.index("--roles") + 1 :] if "--roles" in argv else ["--no-workers"])
+            if "--poller-part" in argv:
+                out[-1].append(argv[argv.index("--poller-part") + 1])
+        return out
+
+    assert roles(2) == [["scheduler,poller", "0/2"], ["senders,poller", "1/2"]]
+    assert roles(6) == [
+        ["scheduler,poller", "0/4"],
+        ["senders,poller", "1/4"],
+        ["poller", "2/4"],
+        ["poller", "3/4"],
+        ["--no-workers"],
+        ["--no-workers"],
+    ]
+    assert roles(3, workers=False) == [["--no-workers"]] * 3

@@ -6,6 +6,11 @@ inside the 29-minute limit, or polls where the server has no IDLE. Mail is fetch
 every command runs under a timeout (aioimaplib can hang on a large FETCH: iroco-co/aioimaplib#118). A message
 is moved to the processed folder only after its outcome is committed. Any network or server error ends the
 session; the poller reconnects with backoff.
+
+Several pollers can share one mailbox, each taking the senders whose address hashes to its part (`serve
+--processes N` runs one in each of up to four processes, so replies are read on more than one core). A part
+reads only the From headers of new mail, fetches its own messages whole, and keeps its own last UID; one
+sender's mail always falls to the same part, so it is still processed in mailbox order.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import random
 import re
 import ssl
 import time
+import zlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -120,24 +126,34 @@ def parse_fetch(lines: list[Any]) -> list[tuple[int, bytes]]:
     return found
 
 
+def part_of(sender: str, parts: int) -> int:
+    """Which of ``parts`` pollers reads mail from ``sender`` (stable across processes and restarts)."""
+    return zlib.crc32(sender.lower().encode("utf-8", "surrogateescape")) % parts
+
+
 class ImapPoller:
-    def __init__(self, svc: Services) -> None:
+    def __init__(self, svc: Services, part: tuple[int, int] = (0, 1)) -> None:
         self.svc = svc
         self.settings = svc.settings
         self.status = PollerStatus()
         self._lost = asyncio.Event()
         self._mail_reported = False  # the server told of new mail (an untagged EXISTS) since the last search
         self.mailbox = self.settings.imap_mailbox
+        self.part, self.parts = part
+        if not 0 <= self.part < self.parts:
+            raise ValueError(f"poller part {self.part} of {self.parts}")
         self.state_key = (
             f"imap:{self.settings.imap_username}@{self.settings.imap_host}:{self.settings.imap_port_effective}"
             f"/{self.mailbox}"
-        )
+        ) + (f"#{self.part}/{self.parts}" if self.parts > 1 else "")
 
     # --- state ------------------------------------------------------------------------------------------
 
     async def load_state(self) -> MailboxState | None:
         async with self.svc.db.read() as session:
             row = await session.get(KeyValue, self.state_key)
+            if row is None and self.parts > 1:  # newly split: go on from where the single poller stopped
+                row = await session.get(KeyValue, self.state_key.rsplit("#", 1)[0])
         if row is None:
             return None
         data = json.loads(row.value)
@@ -262,17 +278,34 @@ class ImapPoller:
         done = 0
         for start in range(0, len(uids), FETCH_CHUNK):
             chunk = uids[start : start + FETCH_CHUNK]
-            fetched = ok(
-                await timed(client.uid("fetch", ",".join(map(str, chunk)), "(UID BODY.PEEK[])"), self._lost),
-                "UID FETCH",
-            )
-            messages = dict(parse_fetch(list(fetched.lines)))
-            done += await self.process_batch([(uid, messages[uid]) for uid in chunk if uid in messages])
-            await self.set_aside(client, [u for u in chunk if u in messages])
+            mine = await self.mine(client, chunk)
+            if mine:
+                fetched = ok(
+                    await timed(client.uid("fetch", ",".join(map(str, mine)), "(UID BODY.PEEK[])"), self._lost),
+                    "UID FETCH",
+                )
+                messages = dict(parse_fetch(list(fetched.lines)))
+                done += await self.process_batch([(uid, messages[uid]) for uid in mine if uid in messages])
+                await self.set_aside(client, [u for u in mine if u in messages])
             state.last_uid = chunk[-1]
             await self.save_state(state)
         self.status.last_check = time.time()
         return done
+
+    async def mine(self, client: aioimaplib.IMAP4, uids: list[int]) -> list[int]:
+        """The UIDs this poller's part reads (all of them when it is the only one), by their From headers."""
+        if self.parts == 1:
+            return uids
+        fetched = ok(
+            await timed(
+                client.uid("fetch", ",".join(map(str, uids)), "(UID BODY.PEEK[HEADER.FIELDS (FROM)])"), self._lost
+            ),
+            "UID FETCH",
+        )
+        senders = dict(parse_fetch(list(fetched.lines)))
+        return [
+            uid for uid in uids if uid in senders and part_of(pipeline.sender_of(senders[uid]), self.parts) == self.part
+        ]
 
     async def process_batch(self, batch: list[tuple[int, bytes]]) -> int:
         """Run a fetched batch through the pipeline concurrently (its reads and SMTP waits overlap), one sender's
