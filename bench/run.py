@@ -57,16 +57,22 @@ def _pick(rows: list[Row], label: str) -> str:
 def submissions(pg: str, seconds: float, rounds: int) -> list[Row]:
     """Each case ``rounds`` times, the cases interleaved (this machine's speed drifts over minutes, so a case
     run in a slow stretch would otherwise lose to one run in a fast one); the median run of each case."""
-    cases: list[tuple[str, str | None, int]] = [("SQLite", None, 1), ("PostgreSQL, 1 replica", "pg", 1)]
-    cases.append(("PostgreSQL, 2 replicas", "pg", 2))
-    runs: dict[str, list[submit.SubmitFigures]] = {label: [] for label, _, _ in cases}
+    cases: list[tuple[str, str | None, int, int]] = [
+        ("SQLite", None, 1, 1),
+        ("SQLite, serve --processes 2", None, 1, 2),
+        ("PostgreSQL, 1 replica", "pg", 1, 1),
+        ("PostgreSQL, 2 replicas", "pg", 2, 1),
+    ]
+    runs: dict[str, list[submit.SubmitFigures]] = {label: [] for label, *_ in cases}
     for _ in range(rounds):
-        for label, backend, replicas in cases:
+        for label, backend, replicas, processes in cases:
             with contextlib.ExitStack() as stack:
                 url = stack.enter_context(throwaway_database(pg)) if backend else None
-                runs[label].append(submit.measure(url, replicas, seconds, concurrency=16 * replicas))
+                runs[label].append(
+                    submit.measure(url, replicas, seconds, concurrency=16 * replicas, processes=processes)
+                )
     out = []
-    for label, backend, replicas in cases:
+    for label, backend, replicas, _ in cases:
         ordered = sorted(runs[label], key=lambda f: f.rate)
         f = ordered[len(ordered) // 2]
         spread = f" (runs {ordered[0].rate:,.0f}-{ordered[-1].rate:,.0f})" if len(ordered) > 1 else ""
@@ -107,15 +113,22 @@ def mail_out(mails: int) -> list[Row]:
 
 
 def replies_in(count: int, samples: int, rounds: int) -> list[Row]:
-    """The throughput ``rounds`` times (median and range: it is the noisiest figure here), latency once."""
-    rates = []
+    """The throughput ``rounds`` times for one process and for `serve --processes 2`, interleaved (median and
+    range: it is the noisiest figure here); the latency once, from the last single-process run."""
+    rates: dict[int, list[int]] = {1: [], 2: []}
     for i in range(rounds):
-        rows = asyncio.run(inbound.run(count, samples if i == rounds - 1 else 1))
-        rates.append(int(_pick(rows, "replies / second").replace(",", "")))
-    rates.sort()
-    spread = f" (runs {rates[0]}-{rates[-1]})" if rounds > 1 else ""
+        for processes in (2, 1):
+            rows = asyncio.run(inbound.run(count, samples if i == rounds - 1 and processes == 1 else 1, processes))
+            rates[processes].append(int(_pick(rows, "replies / second").replace(",", "")))
+    out = []
+    for processes, found in rates.items():
+        found.sort()
+        spread = f" (runs {found[0]}-{found[-1]})" if rounds > 1 else ""
+        label = "" if processes == 1 else ", serve --processes 2"
+        median = f"{found[len(found) // 2]}/s{spread}"
+        out.append((f"inbound replies/s (Dovecot -> decisions{label})", median, ">= 200/s"))
     return [
-        ("inbound replies/s (Dovecot -> decisions)", f"{rates[len(rates) // 2]}/s{spread}", ">= 200/s"),
+        *out,
         (
             "reply APPEND -> waiting agent answered",
             f"p50 {_pick(rows, 'APPEND -> waiting agent answered p50')}, "
