@@ -228,6 +228,9 @@ class SocketBus:
                     log.exception("bus: delivering %r failed", line)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except ValueError:  # a line past the reader's limit: not one of ours; re-check everything to be safe
+            log.warning("bus: an over-long signal line; waking everything here to re-check")
+            self.deliver("*", None)
         finally:
             writer.close()
             if task is not None:

@@ -189,3 +189,18 @@ async def test_socket_bus_drops_a_peer_that_stopped_reading_and_wakes_it_all_whe
             assert not a._behind
         finally:
             stuck.close()
+
+
+async def test_socket_bus_survives_a_line_too_long_and_wakes_everything(tmp_path: Any) -> None:
+    directory = tmp_path / "db-gateway"
+    async with socket_buses(directory, 1) as [(a, a_in)]:
+        _, writer = await asyncio.open_unix_connection(str(directory / a.name))
+        writer.write(b"r:" + b"x" * 200_000 + b"\n")
+        await writer.drain()
+        await a_in.wait_for(("*", None))
+        writer.close()
+        _, writer = await asyncio.open_unix_connection(str(directory / a.name))  # and still listens
+        writer.write(b"r:apr_next\n")
+        await writer.drain()
+        await a_in.wait_for((REQUEST, "apr_next"))
+        writer.close()

@@ -302,9 +302,13 @@ class ImapPoller:
             ),
             "UID FETCH",
         )
+        # A message whose header came back other than as a literal (a server may send an empty one as "") counts
+        # as from nobody: it still falls to exactly one part, rather than to none.
         senders = dict(parse_fetch(list(fetched.lines)))
         return [
-            uid for uid in uids if uid in senders and part_of(pipeline.sender_of(senders[uid]), self.parts) == self.part
+            uid
+            for uid in uids
+            if part_of(pipeline.sender_of(senders[uid]) if uid in senders else "", self.parts) == self.part
         ]
 
     async def process_batch(self, batch: list[tuple[int, bytes]]) -> int:
