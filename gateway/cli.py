@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         "--processes",
         type=int,
         default=1,
-        help="serve HTTP from this many processes on the one port (the first also runs the workers)",
+        help="serve from this many processes on the one port, the workers shared out among them",
     )
     # Set by the supervisor of `--processes N` for its children.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
@@ -149,7 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_http(app: object, host: str, port: int, reuse_port: bool = False) -> int:
-    sys.setswitchinterval(float(os.environ.get("SWI", "0.005")))
     import uvicorn
 
     from gateway.supervisor import reuse_port_socket

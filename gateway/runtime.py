@@ -81,7 +81,7 @@ class Runtime:
     settings: Settings
     workers: bool = True
     # Which workers this process runs (default: all when ``workers``, none otherwise). `serve --processes N`
-    # gives the senders and the poller (with the scheduler) processes of their own.
+    # shares them out (see gateway.supervisor).
     roles: frozenset[str] | None = None
     poller_part: tuple[int, int] = (0, 1)  # this process's share of the mailbox (see gateway.inbound.poller)
     migrate_on_start: bool = True
