@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -105,10 +104,8 @@ class Runtime:
         settings = self.settings
         roles = self.roles or frozenset()
         # Processes sharing a SQLite file signal each other through sockets in a directory beside it.
-        shared = sqlite_file(settings.async_database_url) if self.share_signals else None
-        if shared is not None:
-            shared = f"{shared}-gateway"
-            os.makedirs(shared, mode=0o700, exist_ok=True)
+        sqlite = sqlite_file(settings.async_database_url) if self.share_signals else None
+        shared = None if sqlite is None else f"{sqlite}-gateway"  # made by the bus when it starts
         db = Database(settings.async_database_url, background_checkpoints=True)
         try:
             if self.migrate_on_start:

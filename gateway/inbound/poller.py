@@ -285,17 +285,19 @@ class ImapPoller:
                     "UID FETCH",
                 )
                 messages = dict(parse_fetch(list(fetched.lines)))
-                done += await self.process_batch([(uid, messages[uid]) for uid in mine if uid in messages])
+                batch = [(uid, messages[uid]) for uid in mine if uid in messages]
+                done += await self.process_batch(batch, senders=mine)
                 await self.set_aside(client, [u for u in mine if u in messages])
             state.last_uid = chunk[-1]
             await self.save_state(state)
         self.status.last_check = time.time()
         return done
 
-    async def mine(self, client: aioimaplib.IMAP4, uids: list[int]) -> list[int]:
-        """The UIDs this poller's part reads (all of them when it is the only one), by their From headers."""
+    async def mine(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict[int, str | None]:
+        """The UIDs this poller's part reads, in order, each with its sender when the From headers were read
+        to choose them (when this poller is the only one it takes all, and reads no headers)."""
         if self.parts == 1:
-            return uids
+            return dict.fromkeys(uids)
         fetched = ok(
             await timed(
                 client.uid("fetch", ",".join(map(str, uids)), "(UID BODY.PEEK[HEADER.FIELDS (FROM)])"), self._lost
@@ -304,19 +306,19 @@ class ImapPoller:
         )
         # A message whose header came back other than as a literal (a server may send an empty one as "") counts
         # as from nobody: it still falls to exactly one part, rather than to none.
-        senders = dict(parse_fetch(list(fetched.lines)))
-        return [
-            uid
-            for uid in uids
-            if part_of(pipeline.sender_of(senders[uid]) if uid in senders else "", self.parts) == self.part
-        ]
+        headers = dict(parse_fetch(list(fetched.lines)))
+        senders = {uid: pipeline.sender_of(headers[uid]).lower() if uid in headers else "" for uid in uids}
+        return {uid: sender for uid, sender in senders.items() if part_of(sender, self.parts) == self.part}
 
-    async def process_batch(self, batch: list[tuple[int, bytes]]) -> int:
+    async def process_batch(self, batch: list[tuple[int, bytes]], senders: dict[int, str | None] | None = None) -> int:
         """Run a fetched batch through the pipeline concurrently (its reads and SMTP waits overlap), one sender's
-        messages in mailbox order, so "approve" then "no, wait" from one person keeps its order."""
+        messages in mailbox order, so "approve" then "no, wait" from one person keeps its order. ``senders``:
+        each UID's sender where :meth:`mine` has read it already."""
+        known = senders or {}
         by_sender: dict[str, list[tuple[int, bytes]]] = {}
         for uid, raw in batch:
-            by_sender.setdefault(pipeline.sender_of(raw).lower(), []).append((uid, raw))
+            sender = known.get(uid)
+            by_sender.setdefault(pipeline.sender_of(raw).lower() if sender is None else sender, []).append((uid, raw))
 
         async def in_order(items: list[tuple[int, bytes]]) -> None:
             for uid, raw in items:
