@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import sys
@@ -213,7 +214,14 @@ async def insert_rows(conn: Any, rows: Sequence[Any]) -> None:
     for row in rows:
         by_table.setdefault(type(row).__table__, []).append(column_values(row))
     for table, values in by_table.items():
-        await conn.execute(insert(table), values)
+        await conn.execute(_insert(table), values)
+
+
+@functools.cache
+def _insert(table: Any) -> Any:
+    """One INSERT statement object per table: a statement built anew each time is composed and keyed for the
+    compiled cache again, which cost more than executing it."""
+    return insert(table)
 
 
 async def write_rows(conn: Any, rows: Sequence[Any]) -> None:

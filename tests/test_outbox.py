@@ -6,15 +6,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest.mock import patch
 
+import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
+from gateway import audit
 from gateway.approvals import service
 from gateway.approvals.schemas import ApprovalCreate
 from gateway.keys import Principal, create_key
+from gateway.mail import outbox
 from gateway.mail.outbox import OutboxSender, backoff
 from gateway.mail.smtp import PermanentDeliveryError
-from gateway.models import OutboxMessage
+from gateway.models import Event, OutboxMessage
 from gateway.runtime import Runtime
 from gateway.services import Services
 from gateway.settings import Settings
@@ -276,3 +281,91 @@ async def test_lanes_send_side_by_side_and_keep_each_recipients_order(database_u
         assert elapsed < 12 * 0.05  # faster than one after the other
         for person, ids in queued.items():
             assert [mid for to, mid in log if to == person] == ids  # each person's mail in the order queued
+
+
+async def _queue(svc: Services, who: Principal, people: list[str]) -> list[str]:
+    ids = []
+    for n, person in enumerate(people):
+        body = ApprovalCreate.model_validate({"fn": f"f{n}", "channel": {"email": {"to": [person]}}})
+        ids.append((await service.create_request(svc, who, body))[0].request.id)
+    return ids
+
+
+async def _rows(svc: Services) -> list[OutboxMessage]:
+    async with svc.db.read() as session:
+        return list((await session.exec(select(OutboxMessage))).all())
+
+
+async def test_outcomes_of_side_by_side_lanes_commit_together_with_their_audit_events(database_url: str) -> None:
+    async with agent_runtime(make_settings(database_url, free_port(), free_port()), workers=False) as (svc, who):
+        ids = await _queue(svc, who, [f"{p}{n}@x.test" for n in range(3) for p in "abcd"])
+        sender = OutboxSender(svc, [SlowTransport([], [0, 0]) for _ in range(4)])
+        commits: list[int] = []
+        real = sender.record
+
+        async def counted(outcomes: Any) -> None:
+            commits.append(len(outcomes))
+            await real(outcomes)
+
+        sender.record = counted  # type: ignore[method-assign]
+        assert await sender.run_once() == 12
+        assert sum(commits) == 12 and len(commits) < 12  # outcomes shared commits
+        rows = await _rows(svc)
+        assert {r.status for r in rows} == {"sent"} and all(r.attempts == 1 and r.sent_at for r in rows)
+        async with svc.db.read() as session:
+            for request_id in ids:
+                assert (await audit.verify(session, request_id))[2] == []
+                chain = (await session.exec(select(Event).where(Event.request_id == request_id))).all()
+                assert [e.type for e in chain].count("mail_sent") == 1
+
+
+async def test_a_sender_runs_at_most_record_ahead_mails_past_what_is_committed(database_url: str) -> None:
+    async with agent_runtime(make_settings(database_url, free_port(), free_port()), workers=False) as (svc, who):
+        await _queue(svc, who, ["a@x.test"] * 12)  # one person: one lane, in order
+        ahead: list[int] = []
+
+        class Counting:
+            sent = 0
+
+            async def send(self, mail: OutboxMessage) -> None:
+                committed = sum(1 for r in await _rows(svc) if r.status == "sent")
+                ahead.append(self.sent - committed)
+                self.sent += 1
+
+            async def close(self) -> None:
+                pass
+
+        sender = OutboxSender(svc, Counting())
+        real = sender.record
+
+        async def slow(outcomes: Any) -> None:  # a database slower than the SMTP server
+            await asyncio.sleep(0.05)
+            await real(outcomes)
+
+        sender.record = slow  # type: ignore[method-assign]
+        with patch.object(outbox, "RECORD_AHEAD", 3):
+            assert await sender.run_once() == 12
+        assert max(ahead) <= 3 and max(ahead) >= 2  # it did run ahead, and no further than allowed
+        assert {r.status for r in await _rows(svc)} == {"sent"}
+
+
+async def test_outcomes_that_cannot_be_committed_leave_the_mail_claimed_to_go_out_again(database_url: str) -> None:
+    settings = make_settings(database_url, free_port(), free_port(), outbox_lease=0.3)
+    async with agent_runtime(settings, workers=False) as (svc, who):
+        await _queue(svc, who, ["a@x.test", "b@x.test"])
+        log: list[tuple[str, str]] = []
+        sender = OutboxSender(svc, SlowTransport(log, [0, 0]))
+
+        async def broken(outcomes: Any) -> None:
+            raise OperationalError("UPDATE", {}, Exception("disk I/O error"))
+
+        real, sender.record = sender.record, broken  # type: ignore[method-assign]
+        with pytest.raises(OperationalError):
+            await sender.run_once()
+        rows = await _rows(svc)
+        assert len(log) == 2 and {r.status for r in rows} == {"pending"} and all(r.lease_until for r in rows)
+        assert await sender.run_once() == 0  # still claimed: nobody sends them meanwhile
+        await asyncio.sleep(0.35)
+        sender.record = real  # type: ignore[method-assign]
+        assert await sender.run_once() == 2  # the lease ran out: they go out again (at least once)
+        assert len(log) == 4 and {r.status for r in await _rows(svc)} == {"sent"}

@@ -291,6 +291,19 @@ _WITH_RECIPIENTS = (
 )
 # PostgreSQL: FOR NO KEY UPDATE OF requests (inserts that reference the request are not blocked by it).
 _WITH_RECIPIENTS_LOCKED = _WITH_RECIPIENTS.with_for_update(key_share=True, of=Request)
+# Built once (composing a statement per call cost more than running it).
+_INSERT_RESPONSE = insert(Response.__table__)  # type: ignore[attr-defined]
+_REQUESTS = Request.__table__  # type: ignore[attr-defined]
+_DECIDE = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("rid"))
+    .values(
+        {
+            name: bindparam(name, type_=_REQUESTS.c[name].type)
+            for name in ("status", "decided_by", "decided_via", "decided_at", "comment", "option", "next_due_at")
+        }
+    )
+)
 
 
 async def respond(
@@ -352,7 +365,7 @@ async def respond(
             )
             conn = await session.connection()
             try:  # each recipient answers once: under the request's lock the unique pair decides it exactly
-                await conn.execute(insert(Response.__table__), column_values(response))  # type: ignore[attr-defined]
+                await conn.execute(_INSERT_RESPONSE, column_values(response))
             except IntegrityError as exc:
                 raise AlreadyRespondedError(request.id, recipient.address) from exc
             rows_after: list[Any] = [
@@ -425,8 +438,7 @@ async def _apply_policy(
         "next_due_at": None,
     }
     # One Core UPDATE; the loaded object takes the values as committed, so no ORM flush writes them again.
-    table = Request.__table__  # type: ignore[attr-defined]
-    await (await session.connection()).execute(update(table).where(table.c.id == request.id).values(changes))
+    await (await session.connection()).execute(_DECIDE, {"rid": request.id, **changes})
     for name, value in changes.items():
         set_committed_value(request, name, value)
     events.append(

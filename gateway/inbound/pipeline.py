@@ -302,20 +302,27 @@ async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.D
 # --- the pipeline ---------------------------------------------------------------------------------------
 
 
-async def process(svc: Services, raw: bytes, source: str = "imap") -> Outcome:
-    """Run one message through every step. Never raises for a bad message: the outcome says what happened."""
+def received(raw: bytes, source: str) -> Inbound:
+    """:func:`receive` that never raises: a message the parser gives up on goes on as an empty one, named by
+    its content, so it is still recorded (once) with its reason."""
     try:
-        mail = receive(raw, source)
+        return receive(raw, source)
     except Exception as exc:  # the parser is lenient; this is a last resort
         log.warning("inbound: unparseable message: %s", exc)
-        mail = Inbound(raw=raw, source=source, msg=Message(), message_id=_digest_id(raw), sender="", subject="")
+        return Inbound(raw=raw, source=source, msg=Message(), message_id=_digest_id(raw), sender="", subject="")
+
+
+async def process(svc: Services, raw: bytes | Inbound, source: str = "imap") -> Outcome:
+    """Run one message through every step. Never raises for a bad message: the outcome says what happened.
+    ``raw`` may be a message :func:`received` already (the poller reads each sender first, to keep their order)."""
+    mail = raw if isinstance(raw, Inbound) else received(raw, source)
     record = build(
         InboundMessage,
         id=new_id("inb"),
         message_id=mail.message_id,
         sender=mail.sender or None,
         subject=mail.subject or None,
-        source=source,
+        source=mail.source,
         outcome="ignored",
     )
     try:

@@ -315,14 +315,15 @@ class ImapPoller:
         messages in mailbox order, so "approve" then "no, wait" from one person keeps its order. ``senders``:
         each UID's sender where :meth:`mine` has read it already."""
         known = senders or {}
-        by_sender: dict[str, list[tuple[int, bytes]]] = {}
+        by_sender: dict[str, list[tuple[int, pipeline.Inbound]]] = {}
         for uid, raw in batch:
+            mail = pipeline.received(raw, "imap")  # parsed once, here: its sender orders it, then it is processed
             sender = known.get(uid)
-            by_sender.setdefault(pipeline.sender_of(raw).lower() if sender is None else sender, []).append((uid, raw))
+            by_sender.setdefault(mail.sender if sender is None else sender, []).append((uid, mail))
 
-        async def in_order(items: list[tuple[int, bytes]]) -> None:
-            for uid, raw in items:
-                outcome = await pipeline.process(self.svc, raw, source="imap")
+        async def in_order(items: list[tuple[int, pipeline.Inbound]]) -> None:
+            for uid, mail in items:
+                outcome = await pipeline.process(self.svc, mail)
                 log.info("imap: uid %s -> %s %s", uid, outcome.outcome, outcome.reason or "")
                 self.status.processed += 1
 

@@ -2,7 +2,8 @@
 
 A mail is a row before it is a packet: the request and its mails commit together, so a process killed after
 the commit sends the mail after it restarts. Delivery is at least once: a crash between the server's 250 and
-our update sends that one mail again.
+our update sends those mails again (outcomes are committed in small groups while sending goes on, see
+``OutboxSender.run_once``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Text, bindparam, or_, type_coerce, update
+from sqlalchemy import select as sa_select
 from sqlmodel import col, func, select
 
 from gateway import audit
@@ -70,6 +72,21 @@ _RECORD = (
     )
 )
 
+_STILL_PENDING = sa_select(_OUTBOX.id).where(
+    _OUTBOX.id.in_(bindparam("ids", expanding=True)), _OUTBOX.status == "pending"
+)
+_STILL_PENDING_LOCKED = _STILL_PENDING.with_for_update()
+RECORD_AHEAD = 32  # outcomes a sender may hold uncommitted while it goes on sending
+
+
+def _event(request_id: str, mail: OutboxMessage, outcome: Outcome) -> Any:
+    data: dict[str, object] = {"to": mail.rcpt_to[0], "message_id": mail.message_id, "attempt": mail.attempts + 1}
+    if outcome.error:
+        data["error"] = outcome.error
+    if outcome.event.endswith("_deferred"):
+        data["next_attempt_at"] = outcome.next_attempt_at.isoformat()
+    return event(request_id, outcome.event, None, **data)
+
 
 class OutboxSender:
     """Delivers one channel's rows: ``mail`` (everything but webhooks, over SMTP) or ``webhook`` (HTTP), so a
@@ -84,6 +101,10 @@ class OutboxSender:
             raise ValueError("an outbox sender needs at least one transport")
         self.channel = channel
         self.wakeup = svc.webhook_wakeup if channel == WEBHOOK else svc.outbox_wakeup
+        self._unrecorded: list[tuple[OutboxMessage, Outcome, bool]] = []
+        self._recorder: asyncio.Task[None] | None = None
+        self._recording = 0  # outcomes in the commit under way
+        self._record_error: Exception | None = None
 
     def _mine(self) -> Any:
         kind = col(OutboxMessage.kind)
@@ -158,57 +179,66 @@ class OutboxSender:
             return Outcome(mail.id, "pending", f"{self.channel}_deferred", "internal error", retry_at)
         return Outcome(mail.id, "sent", f"{self.channel}_sent", None, mail.next_attempt_at)
 
-    async def record(self, mail: OutboxMessage, outcome: Outcome, composed: bool = False) -> None:
-        """One outcome, committed at once: one UPDATE (no read; the claimed row is in hand) and its audit event.
-        A row that is no longer pending (another sender got it after our lease ran out) is left alone.
-        ``composed``: the message was written for this attempt, and is stored with its outcome."""
-        values: dict[str, Any] = {
-            "b_raw": mail.raw if composed else None,
-            "b_id": mail.id,
-            "status": outcome.status,
-            "attempts": mail.attempts + 1,
-            "next_attempt_at": outcome.next_attempt_at,
-            "last_error": outcome.error,
-            "sent_at": utcnow() if outcome.status == "sent" else None,
-        }
+    async def record(self, outcomes: Sequence[tuple[OutboxMessage, Outcome, bool]]) -> None:
+        """Outcomes, committed together: one UPDATE per mail (no read of the mail; the claimed row is in hand)
+        and their audit events. A row that is no longer pending (another sender got it after our lease ran out)
+        is left alone. Each item: (mail, outcome, composed), where ``composed`` says the message was written
+        for this attempt and is stored with its outcome."""
         async with self.svc.db.write() as session:
             conn = await session.connection()
-            updated = await conn.execute(_RECORD, values)
-            if updated.rowcount and mail.request_id:
-                data: dict[str, object] = {
-                    "to": mail.rcpt_to[0],
-                    "message_id": mail.message_id,
-                    "attempt": mail.attempts + 1,
-                }
-                if outcome.error:
-                    data["error"] = outcome.error
-                if outcome.event.endswith("_deferred"):
-                    data["next_attempt_at"] = outcome.next_attempt_at.isoformat()
-                await audit.append(conn, [event(mail.request_id, outcome.event, None, **data)])
+            query = _STILL_PENDING if self.svc.db.is_sqlite else _STILL_PENDING_LOCKED
+            pending = set((await conn.execute(query, {"ids": [m.id for m, _, _ in outcomes]})).scalars())
+            mine = [(m, o, c) for m, o, c in outcomes if m.id in pending]
+            if not mine:
+                return
+            now = utcnow()
+            await conn.execute(
+                _RECORD,
+                [
+                    {
+                        "b_raw": mail.raw if composed else None,
+                        "b_id": mail.id,
+                        "status": outcome.status,
+                        "attempts": mail.attempts + 1,
+                        "next_attempt_at": outcome.next_attempt_at,
+                        "last_error": outcome.error,
+                        "sent_at": now if outcome.status == "sent" else None,
+                    }
+                    for mail, outcome, composed in mine
+                ],
+            )
+            events = [_event(m.request_id, m, outcome) for m, outcome, _ in mine if m.request_id]
+            if events:
+                await audit.append(conn, events)
 
     async def run_once(self) -> int:
         """Send everything due now; returns how many mails were tried.
 
-        Each outcome is committed as soon as it is known, so a sender killed mid-batch can at most send twice the
-        mails between the server's 250 and our commit (one per lane); its other claimed mails go to another sender
-        when their lease runs out.
+        Outcomes are committed while the lanes go on sending, each commit taking every outcome known by then, so
+        a sender killed mid-batch sends again at most the mails whose outcomes were not yet committed (about
+        RECORD_AHEAD, one more per lane); its other claimed mails go to another sender when their lease runs out.
         """
         tried = 0
-        while True:
-            batch = await self.claim(self.svc.settings.outbox_batch_size)
-            if not batch:
-                return tried
-            tried += len(batch)
-            queued = {m.id for m in batch if m.raw is None}
-            unwritable = await compose_queued(self.svc, batch)  # {} when nothing was queued
-            by_lane: dict[int, list[OutboxMessage]] = {}
-            for mail in batch:
-                lane = zlib.crc32(",".join(mail.rcpt_to).lower().encode()) % len(self.lanes)
-                by_lane.setdefault(lane, []).append(mail)
+        try:
+            while True:
+                batch = await self.claim(self.svc.settings.outbox_batch_size)
+                if not batch:
+                    return tried
+                tried += len(batch)
+                queued = {m.id for m in batch if m.raw is None}
+                unwritable = await compose_queued(self.svc, batch)  # {} when nothing was queued
+                by_lane: dict[int, list[OutboxMessage]] = {}
+                for mail in batch:
+                    lane = zlib.crc32(",".join(mail.rcpt_to).lower().encode()) % len(self.lanes)
+                    by_lane.setdefault(lane, []).append(mail)
 
-            await asyncio.gather(
-                *(self._send_lane(self.lanes[lane], mails, unwritable, queued) for lane, mails in by_lane.items())
-            )
+                await asyncio.gather(
+                    *(self._send_lane(self.lanes[lane], mails, unwritable, queued) for lane, mails in by_lane.items())
+                )
+                await self._recorded()  # the next claim must not see this batch's rows as still theirs
+        finally:
+            with contextlib.suppress(Exception):  # what was sent is recorded even when the sender is stopped
+                await asyncio.shield(self._recorded())
 
     async def _send_lane(
         self, transport: Transport, mails: list[OutboxMessage], unwritable: dict[str, ComposeError], queued: set[str]
@@ -219,7 +249,34 @@ class OutboxSender:
                 outcome = Outcome(mail.id, "failed", f"{self.channel}_failed", str(problem), mail.next_attempt_at)
             else:
                 outcome = await self.attempt(mail, transport)
-            await self.record(mail, outcome, composed=mail.id in queued and problem is None)
+            await self._note(mail, outcome, composed=mail.id in queued and problem is None)
+
+    async def _note(self, mail: OutboxMessage, outcome: Outcome, composed: bool) -> None:
+        """Queue an outcome for the recorder; wait for it only when too many are unrecorded."""
+        self._unrecorded.append((mail, outcome, composed))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_queued(), name=f"{self.channel}-outcomes")
+        if len(self._unrecorded) + self._recording >= RECORD_AHEAD:
+            await asyncio.shield(self._recorder)
+
+    async def _record_queued(self) -> None:
+        while self._unrecorded:
+            outcomes, self._unrecorded = self._unrecorded, []
+            self._recording = len(outcomes)
+            try:
+                await self.record(outcomes)
+            except Exception as exc:  # the rows stay claimed: they go out again when their lease runs out
+                self._record_error = exc
+            finally:
+                self._recording = 0
+
+    async def _recorded(self) -> None:
+        """Wait until every outcome so far is committed; raise the error of one that could not be."""
+        while self._recorder is not None and not self._recorder.done():
+            await asyncio.shield(self._recorder)
+        error, self._record_error = self._record_error, None
+        if error is not None:
+            raise error
 
     async def run(self) -> None:
         wakeup = self.wakeup
