@@ -11,15 +11,16 @@ PostgreSQL both engines are the same asyncpg one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, insert, make_url, text
 from sqlalchemy.exc import OperationalError
@@ -292,7 +293,80 @@ class GroupCommit:
             self._task = None
 
 
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+T = TypeVar("T")
+Unit = Callable[[AsyncSession], Awaitable[T]]
+
+
+class GroupWrite:
+    """Runs small read-modify-write units (one answer each) in shared SQLite transactions.
+
+    A unit is a coroutine function given the session; each runs in a savepoint of its own, one after
+    another, and the transaction commits when the queue is empty or ``max_batch`` units ran. A unit's error
+    rolls back its savepoint only and is its own; a failed BEGIN or COMMIT is every unit's. Every caller
+    returns after the commit, so nobody is told of a change that is not yet visible. Under load the commit and
+    the pages written with it are shared (what limits one SQLite writer); alone, a unit costs one savepoint
+    more than a plain transaction. On PostgreSQL, where writers do not queue for one lock, each unit is a
+    transaction of its own.
+    """
+
+    def __init__(self, db: Database, max_batch: int = 16) -> None:
+        self._db = db
+        self._max = max_batch  # a unit's answer waits for at most this many units before its commit
+        self._queue: collections.deque[tuple[Unit[Any], asyncio.Future[Any]]] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self, unit: Unit[T]) -> T:
+        if not self._db.is_sqlite:
+            async with self._db.write() as session:
+                return await unit(session)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append((unit, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="group-write")
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            await self._groups()
+        finally:  # stopped: nobody waits forever on a unit that will not run
+            while self._queue:
+                self._queue.popleft()[1].cancel()
+
+    async def _groups(self) -> None:
+        while self._queue:
+            done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            try:
+                async with self._db.write() as session:
+                    while self._queue and len(done) < self._max:
+                        unit, future = self._queue.popleft()
+                        if future.cancelled():
+                            continue
+                        try:
+                            async with session.begin_nested():
+                                result = await unit(session)
+                        except Exception as exc:
+                            done.append((future, None, exc))
+                        else:
+                            done.append((future, result, None))
+                        finally:
+                            session.expunge_all()  # the next unit reads what is stored, not this one's objects
+            except Exception as exc:  # BEGIN or COMMIT: nothing of this group was stored
+                for future, _, error in done:
+                    _settle(future, error or exc)
+                continue
+            for future, result, error in done:
+                if not future.done():
+                    future.set_exception(error) if error is not None else future.set_result(result)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def _settle(future: asyncio.Future[Any], exc: BaseException | None) -> None:
     if future.done():
         return
     if exc is None:

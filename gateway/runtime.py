@@ -174,4 +174,5 @@ class Runtime:
             await self.services.bus.stop()
         if self.services is not None:
             await self.services.group_commit.close()
+            await self.services.group_write.close()
             await self.services.db.dispose()

@@ -9,7 +9,7 @@ from datetime import datetime
 from jinja2 import Environment
 
 from gateway.bus import OUTBOX, REQUEST, SCHEDULER, WEBHOOKS, Bus, SocketBus
-from gateway.db import Database, GroupCommit
+from gateway.db import Database, GroupCommit, GroupWrite
 from gateway.keys import KeyStore
 from gateway.links.tokens import Signer
 from gateway.models import utcnow
@@ -31,10 +31,12 @@ class Services:
     bus: Bus | SocketBus | None = None  # the other processes on this database hear of every signal
     keys: KeyStore = field(init=False)
     group_commit: GroupCommit = field(init=False)
+    group_write: GroupWrite = field(init=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.db)
         self.group_commit = GroupCommit(self.db)
+        self.group_write = GroupWrite(self.db)
 
     def request_changed(self, request_id: str) -> None:
         """A change to this request committed: wake its waiters here and in every other process."""

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 
-from gateway.db import Database
+from gateway.db import Database, GroupWrite
 
 
 async def pragma(db: Database, name: str) -> int:
@@ -97,4 +98,96 @@ async def test_a_sqlite_read_sees_one_snapshot(tmp_path: Path) -> None:
         async with db.reading() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
     finally:
+        await db.dispose()
+
+
+# --- GroupWrite -----------------------------------------------------------------------------------------
+
+
+async def _table(db: Database, name: str) -> None:
+    async with db.write() as session:
+        conn = await session.connection()
+        await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+        await conn.execute(text(f"CREATE TABLE {name} (k INTEGER PRIMARY KEY, v TEXT)"))
+
+
+def _put(table: str, k: int, then: Exception | None = None) -> Any:
+    async def unit(session: Any) -> int:
+        await (await session.connection()).execute(text(f"INSERT INTO {table} VALUES (:k, 'x')"), {"k": k})
+        if then is not None:
+            raise then
+        return k
+
+    return unit
+
+
+async def _keys(db: Database, table: str) -> list[int]:
+    async with db.reading() as conn:
+        return sorted(k for (k,) in await conn.execute(text(f"SELECT k FROM {table}")))
+
+
+async def test_group_write_units_share_a_commit_and_each_error_is_its_own(database_url: str) -> None:
+    db = Database(database_url)
+    group = GroupWrite(db)
+    commits = []
+    event.listen(db.write_engine.sync_engine, "commit", lambda conn: commits.append(1))
+    try:
+        await _table(db, "gw_units")
+        await group.run(_put("gw_units", 100))
+        commits.clear()
+        units = [_put("gw_units", k, ValueError(f"unit {k}") if k == 3 else None) for k in range(8)]
+        units.append(_put("gw_units", 100))  # a key that is taken: this unit's IntegrityError alone
+        results = await asyncio.gather(*(group.run(u) for u in units), return_exceptions=True)
+        assert results[:3] == [0, 1, 2] and results[4:8] == [4, 5, 6, 7]
+        assert isinstance(results[3], ValueError) and isinstance(results[8], IntegrityError)
+        assert await _keys(db, "gw_units") == [0, 1, 2, 4, 5, 6, 7, 100]  # the failed units' rows rolled back
+        if db.is_sqlite:
+            assert len(commits) < 4  # nine units, a handful of transactions
+        else:
+            assert len(commits) == 7  # on PostgreSQL each unit is a transaction of its own
+    finally:
+        await group.close()
+        await db.dispose()
+
+
+async def test_group_write_answers_only_after_the_commit(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/g.sqlite3")
+    group = GroupWrite(db, max_batch=4)
+    try:
+        await _table(db, "gw_seen")
+        seen: list[tuple[int, list[int]]] = []
+
+        async def write_then_look(k: int) -> None:
+            await group.run(_put("gw_seen", k))
+            seen.append((k, await _keys(db, "gw_seen")))  # another connection: only committed rows
+
+        await asyncio.gather(*(write_then_look(k) for k in range(10)))
+        assert len(seen) == 10 and all(k in keys for k, keys in seen)
+        assert await _keys(db, "gw_seen") == list(range(10))
+    finally:
+        await group.close()
+        await db.dispose()
+
+
+async def test_a_failed_commit_is_every_units_error_and_stores_none_of_them(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/g.sqlite3")
+    group = GroupWrite(db)
+    try:
+        async with db.write() as session:
+            conn = await session.connection()
+            await conn.execute(text("CREATE TABLE parent (k INTEGER PRIMARY KEY, v TEXT)"))
+            await conn.execute(text("CREATE TABLE child (k INTEGER PRIMARY KEY, p INTEGER REFERENCES parent (k))"))
+
+        async def orphan(session: Any) -> None:  # checked at COMMIT only, so the whole group fails there
+            conn = await session.connection()
+            await conn.execute(text("PRAGMA defer_foreign_keys = ON"))
+            await conn.execute(text("INSERT INTO child VALUES (1, 99)"))
+
+        units = [_put("parent", 1), orphan, _put("parent", 2)]
+        results = await asyncio.gather(*(group.run(u) for u in units), return_exceptions=True)
+        assert all(isinstance(r, IntegrityError) for r in results), results
+        assert await _keys(db, "parent") == [] and await _keys(db, "child") == []
+        assert await group.run(_put("parent", 3)) == 3  # and the next group goes on
+    finally:
+        await group.close()
         await db.dispose()

@@ -328,10 +328,9 @@ async def respond(
     if decision not in ("approve", "reject", "answer"):
         raise InvalidInputError(f"unknown decision {decision!r}")
     comment = (comment or "").strip() or None
-    expired = decided = False
-    webhooks = True  # an expiry found here may queue them
-    response: Response | None = None
-    async with svc.db.write() as session:
+
+    async def unit(session: AsyncSession) -> tuple[Request, Response | None, bool, bool]:
+        """(request, response, decided, webhooks queued); no response when the request was found expired."""
         query = _WITH_RECIPIENTS if svc.db.is_sqlite else _WITH_RECIPIENTS_LOCKED  # SQLite: BEGIN IMMEDIATE
         rows = (await session.exec(query, params={"rcp": recipient_id})).all()
         recipients = [rcp for _, rcp in rows]
@@ -344,57 +343,57 @@ async def respond(
         _check_option(request, decision, option)
         if is_due_to_expire(request):
             await _expire_in(svc, session, request)
-            expired = True
-        else:
-            # After a decision an answer is still kept (the agent sees every response) but changes nothing;
-            # after an expiry or a cancel, nothing counts any more.
-            late = request.status in DECIDED
-            if request.status != "pending" and not late:
-                raise NotPendingError(request.id, request.status)
-            response = build(
-                Response,
-                id=new_id("rsp"),
-                request_id=request.id,
-                recipient_id=recipient.id,
-                approver=recipient.address,
+            return request, None, False, True  # an expiry may queue webhooks
+        # After a decision an answer is still kept (the agent sees every response) but changes nothing;
+        # after an expiry or a cancel, nothing counts any more.
+        late = request.status in DECIDED
+        if request.status != "pending" and not late:
+            raise NotPendingError(request.id, request.status)
+        response = build(
+            Response,
+            id=new_id("rsp"),
+            request_id=request.id,
+            recipient_id=recipient.id,
+            approver=recipient.address,
+            decision=decision,
+            option=option,
+            comment=comment,
+            via=via,
+            late=late,
+        )
+        conn = await session.connection()
+        try:  # each recipient answers once: under the request's lock the unique pair decides it exactly
+            await conn.execute(_INSERT_RESPONSE, column_values(response))
+        except IntegrityError as exc:
+            raise AlreadyRespondedError(request.id, recipient.address) from exc
+        rows_after: list[Any] = [
+            event(
+                request.id,
+                "response",
+                recipient.address,
                 decision=decision,
+                via=via,
                 option=option,
                 comment=comment,
-                via=via,
-                late=late,
+                **({"late": True} if late else {}),
+                **(meta or {}),
             )
-            conn = await session.connection()
-            try:  # each recipient answers once: under the request's lock the unique pair decides it exactly
-                await conn.execute(_INSERT_RESPONSE, column_values(response))
-            except IntegrityError as exc:
-                raise AlreadyRespondedError(request.id, recipient.address) from exc
-            rows_after: list[Any] = [
-                event(
-                    request.id,
-                    "response",
-                    recipient.address,
-                    decision=decision,
-                    via=via,
-                    option=option,
-                    comment=comment,
-                    **({"late": True} if late else {}),
-                    **(meta or {}),
-                )
-            ]
-            if not late:
-                decided = await _apply_policy(session, request, response, recipients, rows_after)
-            if also is not None:
-                rows_after += also(request, response, decided)
-            rows_after += await effects.after_response(svc, session, request, recipients, recipient, response, decided)
-            await write_rows(conn, rows_after)
-            webhooks = any(isinstance(r, OutboxMessage) and r.kind == WEBHOOK for r in rows_after)
+        ]
+        decided = False if late else await _apply_policy(session, request, response, recipients, rows_after)
+        if also is not None:
+            rows_after += also(request, response, decided)
+        rows_after += await effects.after_response(svc, session, request, recipients, recipient, response, decided)
+        await write_rows(conn, rows_after)
+        webhooks = any(isinstance(r, OutboxMessage) and r.kind == WEBHOOK for r in rows_after)
+        return request, response, decided, webhooks
+
+    # One answer's transaction, shared on SQLite with the answers that arrive meanwhile (see GroupWrite).
+    request, response, decided, webhooks = await svc.group_write.run(unit)
     svc.wake_outbox(webhooks=webhooks)
-    if expired:
-        svc.request_changed(request.id)
-        raise NotPendingError(request.id, "expired")
     # Every response wakes waiters (they hold a view that is now stale); only decisions end their wait.
     svc.request_changed(request.id)
-    assert response is not None
+    if response is None:
+        raise NotPendingError(request.id, "expired")
     return Decision(request=request, response=response, decided=decided, late=response.late)
 
 
