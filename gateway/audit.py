@@ -82,6 +82,9 @@ _TAILS = select(_EVENTS.request_id, _EVENTS.seq, _EVENTS.hash).where(
 )
 
 
+_INSERT = insert(Event.__table__)  # type: ignore[attr-defined]
+
+
 def _tails(session: Session, request_ids: Sequence[str]) -> dict[str, Tail]:
     rows = session.execute(_TAILS, {"ids": list(request_ids)})
     return {rid: Tail(seq, digest_) for rid, seq, digest_ in rows if seq is not None}
@@ -109,7 +112,7 @@ async def append(conn: Any, events: Sequence[Event]) -> None:
             await conn.execute(_LOCK_CHAIN, {"rid": rid})
     rows = await conn.execute(_TAILS, {"ids": ids})
     seal(events, {rid: Tail(seq, value) for rid, seq, value in rows if seq is not None})
-    await conn.execute(insert(Event.__table__), [column_values(ev) for ev in events])  # type: ignore[attr-defined]
+    await conn.execute(_INSERT, [column_values(ev) for ev in events])
 
 
 def install() -> None:

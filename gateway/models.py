@@ -6,6 +6,7 @@ Times are stored as UTC and always come back timezone-aware, whatever the databa
 from __future__ import annotations
 
 import base64
+import functools
 import secrets
 import time
 from datetime import UTC, datetime
@@ -80,11 +81,15 @@ def from_row(cls: type[_Row], row: Any) -> _Row:
 def column_values(row: SQLModel) -> dict[str, Any]:
     """A row's column values for a Core INSERT, leaving out an unset autoincrement key."""
     state = row.__dict__
-    table = type(row).__table__  # type: ignore[attr-defined]
-    values = {c.name: state[c.name] for c in table.columns if c.name in state}
+    values = {name: state[name] for name in _column_names(type(row)) if name in state}
     if values.get("id", 0) is None:
         del values["id"]
     return values
+
+
+@functools.cache
+def _column_names(model: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(c.name for c in model.__table__.columns)  # type: ignore[attr-defined]
 
 
 def random_token(length: int) -> str:
