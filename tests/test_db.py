@@ -147,6 +147,8 @@ async def test_group_write_units_share_a_commit_and_each_error_is_its_own(databa
             assert len(commits) == 7  # on PostgreSQL each unit is a transaction of its own
     finally:
         await group.close()
+        async with db.write() as session:  # the PostgreSQL database is shared with the schema's own tests
+            await (await session.connection()).execute(text("DROP TABLE IF EXISTS gw_units"))
         await db.dispose()
 
 
