@@ -334,13 +334,15 @@ class GroupWrite:
 
     async def _groups(self) -> None:
         while self._queue:
+            taken: list[asyncio.Future[Any]] = []  # this group's callers, in order
             done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
             try:
                 async with self._db.write() as session:
-                    while self._queue and len(done) < self._max:
+                    while self._queue and len(taken) < self._max:
                         unit, future = self._queue.popleft()
                         if future.cancelled():
                             continue
+                        taken.append(future)
                         try:
                             async with session.begin_nested():
                                 result = await unit(session)
@@ -354,9 +356,17 @@ class GroupWrite:
                 for future, _, error in done:
                     _settle(future, error or exc)
                 continue
+            except BaseException:  # stopped mid-group: rolled back, and nobody is left waiting for it
+                for future in taken:
+                    future.cancel()
+                raise
             for future, result, error in done:
-                if not future.done():
-                    future.set_exception(error) if error is not None else future.set_result(result)
+                if future.done():
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
 
     async def close(self) -> None:
         if self._task is not None:

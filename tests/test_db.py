@@ -193,3 +193,26 @@ async def test_a_failed_commit_is_every_units_error_and_stores_none_of_them(tmp_
     finally:
         await group.close()
         await db.dispose()
+
+
+async def test_a_group_stopped_mid_unit_stores_nothing_and_leaves_nobody_waiting(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/g.sqlite3")
+    group = GroupWrite(db)
+    try:
+        await _table(db, "gw_stop")
+        inside = asyncio.Event()
+
+        async def stuck(session: Any) -> None:
+            await (await session.connection()).execute(text("INSERT INTO gw_stop VALUES (9, 'x')"))
+            inside.set()
+            await asyncio.sleep(30)
+
+        callers = [asyncio.create_task(group.run(u)) for u in (_put("gw_stop", 1), stuck, _put("gw_stop", 2))]
+        await inside.wait()
+        await group.close()  # the server stops while a group is open: the one before, the stuck one, the queued one
+        for caller in callers:
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(caller, 2)
+        assert await _keys(db, "gw_stop") == []
+    finally:
+        await db.dispose()
