@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -234,7 +234,24 @@ async def write_rows(conn: Any, rows: Sequence[Any]) -> None:
         await audit.append(conn, events)
 
 
-class GroupCommit:
+class _Batcher:
+    """A queue of units that one task, started on demand, works through; ``close`` stops it."""
+
+    _task: asyncio.Task[None] | None = None
+
+    def _start(self, run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(run(), name=name)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class GroupCommit(_Batcher):
     """Commits many small insert-only units in one transaction.
 
     Each unit is a list of tiers (rows of a tier may reference rows of an earlier one). While one transaction
@@ -247,11 +264,9 @@ class GroupCommit:
         self._db = db
         self._max = max_batch
         self._queue: asyncio.Queue[tuple[list[list[Any]], asyncio.Future[None]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
 
     async def insert(self, tiers: list[list[Any]]) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="group-commit")
+        self._start(self._run, "group-commit")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put((tiers, future))
         await future
@@ -285,19 +300,12 @@ class GroupCommit:
             for _, future in batch:
                 _settle(future, None)
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
 
 T = TypeVar("T")
 Unit = Callable[[AsyncSession], Awaitable[T]]
 
 
-class GroupWrite:
+class GroupWrite(_Batcher):
     """Runs small read-modify-write units (one answer each) in shared SQLite transactions.
 
     A unit is a coroutine function given the session; each runs in a savepoint of its own, one after
@@ -313,7 +321,6 @@ class GroupWrite:
         self._db = db
         self._max = max_batch  # a unit's answer waits for at most this many units before its commit
         self._queue: collections.deque[tuple[Unit[Any], asyncio.Future[Any]]] = collections.deque()
-        self._task: asyncio.Task[None] | None = None
 
     async def run(self, unit: Unit[T]) -> T:
         if not self._db.is_sqlite:
@@ -321,8 +328,7 @@ class GroupWrite:
                 return await unit(session)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((unit, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="group-write")
+        self._start(self._run, "group-write")
         return await future
 
     async def _run(self) -> None:
@@ -367,13 +373,6 @@ class GroupWrite:
                     future.set_exception(error)
                 else:
                     future.set_result(result)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
 
 def _settle(future: asyncio.Future[Any], exc: BaseException | None) -> None:
