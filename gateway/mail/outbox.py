@@ -180,10 +180,10 @@ class OutboxSender:
         return Outcome(mail.id, "sent", f"{self.channel}_sent", None, mail.next_attempt_at)
 
     async def record(self, outcomes: Sequence[tuple[OutboxMessage, Outcome, bool]]) -> None:
-        """Outcomes, committed together: one UPDATE per mail (no read of the mail; the claimed row is in hand)
-        and their audit events. A row that is no longer pending (another sender got it after our lease ran out)
-        is left alone. Each item: (mail, outcome, composed), where ``composed`` says the message was written
-        for this attempt and is stored with its outcome."""
+        """Outcomes, committed together: which of the rows are still pending (one SELECT; a row another sender
+        took after our lease ran out is left alone), their UPDATEs (one executemany; the claimed rows are in hand)
+        and their audit events. Each item: (mail, outcome, composed), where ``composed`` says the message was
+        written for this attempt and is stored with its outcome."""
         async with self.svc.db.write() as session:
             conn = await session.connection()
             query = _STILL_PENDING if self.svc.db.is_sqlite else _STILL_PENDING_LOCKED
