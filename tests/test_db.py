@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,20 @@ async def _table(db: Database, name: str) -> None:
         await conn.execute(text(f"CREATE TABLE {name} (k INTEGER PRIMARY KEY, v TEXT)"))
 
 
+Grouped = tuple[Database, GroupWrite]
+
+
+@pytest.fixture
+async def sqlite_group(tmp_path: Path) -> AsyncIterator[Grouped]:
+    db = Database(f"sqlite:///{tmp_path}/g.sqlite3")
+    group = GroupWrite(db, max_batch=4)  # small groups: ten units make several
+    try:
+        yield db, group
+    finally:
+        await group.close()
+        await db.dispose()
+
+
 def _put(table: str, k: int, then: Exception | None = None) -> Any:
     async def unit(session: Any) -> int:
         await (await session.connection()).execute(text(f"INSERT INTO {table} VALUES (:k, 'x')"), {"k": k})
@@ -152,67 +167,53 @@ async def test_group_write_units_share_a_commit_and_each_error_is_its_own(databa
         await db.dispose()
 
 
-async def test_group_write_answers_only_after_the_commit(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path}/g.sqlite3")
-    group = GroupWrite(db, max_batch=4)
-    try:
-        await _table(db, "gw_seen")
-        seen: list[tuple[int, list[int]]] = []
+async def test_group_write_answers_only_after_the_commit(sqlite_group: Grouped) -> None:
+    db, group = sqlite_group
+    await _table(db, "gw_seen")
+    seen: list[tuple[int, list[int]]] = []
 
-        async def write_then_look(k: int) -> None:
-            await group.run(_put("gw_seen", k))
-            seen.append((k, await _keys(db, "gw_seen")))  # another connection: only committed rows
+    async def write_then_look(k: int) -> None:
+        await group.run(_put("gw_seen", k))
+        seen.append((k, await _keys(db, "gw_seen")))  # another connection: only committed rows
 
-        await asyncio.gather(*(write_then_look(k) for k in range(10)))
-        assert len(seen) == 10 and all(k in keys for k, keys in seen)
-        assert await _keys(db, "gw_seen") == list(range(10))
-    finally:
-        await group.close()
-        await db.dispose()
+    await asyncio.gather(*(write_then_look(k) for k in range(10)))
+    assert len(seen) == 10 and all(k in keys for k, keys in seen)
+    assert await _keys(db, "gw_seen") == list(range(10))
 
 
-async def test_a_failed_commit_is_every_units_error_and_stores_none_of_them(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path}/g.sqlite3")
-    group = GroupWrite(db)
-    try:
-        async with db.write() as session:
-            conn = await session.connection()
-            await conn.execute(text("CREATE TABLE parent (k INTEGER PRIMARY KEY, v TEXT)"))
-            await conn.execute(text("CREATE TABLE child (k INTEGER PRIMARY KEY, p INTEGER REFERENCES parent (k))"))
+async def test_a_failed_commit_is_every_units_error_and_stores_none_of_them(sqlite_group: Grouped) -> None:
+    db, group = sqlite_group
+    async with db.write() as session:
+        conn = await session.connection()
+        await conn.execute(text("CREATE TABLE parent (k INTEGER PRIMARY KEY, v TEXT)"))
+        await conn.execute(text("CREATE TABLE child (k INTEGER PRIMARY KEY, p INTEGER REFERENCES parent (k))"))
 
-        async def orphan(session: Any) -> None:  # checked at COMMIT only, so the whole group fails there
-            conn = await session.connection()
-            await conn.execute(text("PRAGMA defer_foreign_keys = ON"))
-            await conn.execute(text("INSERT INTO child VALUES (1, 99)"))
+    async def orphan(session: Any) -> None:  # checked at COMMIT only, so the whole group fails there
+        conn = await session.connection()
+        await conn.execute(text("PRAGMA defer_foreign_keys = ON"))
+        await conn.execute(text("INSERT INTO child VALUES (1, 99)"))
 
-        units = [_put("parent", 1), orphan, _put("parent", 2)]
-        results = await asyncio.gather(*(group.run(u) for u in units), return_exceptions=True)
-        assert all(isinstance(r, IntegrityError) for r in results), results
-        assert await _keys(db, "parent") == [] and await _keys(db, "child") == []
-        assert await group.run(_put("parent", 3)) == 3  # and the next group goes on
-    finally:
-        await group.close()
-        await db.dispose()
+    units = [_put("parent", 1), orphan, _put("parent", 2)]
+    results = await asyncio.gather(*(group.run(u) for u in units), return_exceptions=True)
+    assert all(isinstance(r, IntegrityError) for r in results), results
+    assert await _keys(db, "parent") == [] and await _keys(db, "child") == []
+    assert await group.run(_put("parent", 3)) == 3  # and the next group goes on
 
 
-async def test_a_group_stopped_mid_unit_stores_nothing_and_leaves_nobody_waiting(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path}/g.sqlite3")
-    group = GroupWrite(db)
-    try:
-        await _table(db, "gw_stop")
-        inside = asyncio.Event()
+async def test_a_group_stopped_mid_unit_stores_nothing_and_leaves_nobody_waiting(sqlite_group: Grouped) -> None:
+    db, group = sqlite_group
+    await _table(db, "gw_stop")
+    inside = asyncio.Event()
 
-        async def stuck(session: Any) -> None:
-            await (await session.connection()).execute(text("INSERT INTO gw_stop VALUES (9, 'x')"))
-            inside.set()
-            await asyncio.sleep(30)
+    async def stuck(session: Any) -> None:
+        await (await session.connection()).execute(text("INSERT INTO gw_stop VALUES (9, 'x')"))
+        inside.set()
+        await asyncio.sleep(30)
 
-        callers = [asyncio.create_task(group.run(u)) for u in (_put("gw_stop", 1), stuck, _put("gw_stop", 2))]
-        await inside.wait()
-        await group.close()  # the server stops while a group is open: the one before, the stuck one, the queued one
-        for caller in callers:
-            with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(caller, 2)
-        assert await _keys(db, "gw_stop") == []
-    finally:
-        await db.dispose()
+    callers = [asyncio.create_task(group.run(u)) for u in (_put("gw_stop", 1), stuck, _put("gw_stop", 2))]
+    await inside.wait()
+    await group.close()  # the server stops while a group is open: the one before, the stuck one, the queued one
+    for caller in callers:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, 2)
+    assert await _keys(db, "gw_stop") == []

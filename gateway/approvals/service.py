@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, func, select
@@ -35,7 +35,7 @@ from gateway.approvals.views import (
     read_view,
 )
 from gateway.audit import event
-from gateway.db import write_rows
+from gateway.db import insert_rows, write_rows
 from gateway.errors import (
     AlreadyRespondedError,
     CallIdConflictError,
@@ -53,7 +53,6 @@ from gateway.models import (
     Request,
     Response,
     build,
-    column_values,
     new_id,
     random_token,
     utcnow,
@@ -292,7 +291,6 @@ _WITH_RECIPIENTS = (
 # PostgreSQL: FOR NO KEY UPDATE OF requests (inserts that reference the request are not blocked by it).
 _WITH_RECIPIENTS_LOCKED = _WITH_RECIPIENTS.with_for_update(key_share=True, of=Request)
 # Built once (composing a statement per call cost more than running it).
-_INSERT_RESPONSE = insert(Response.__table__)  # type: ignore[attr-defined]
 _REQUESTS = Request.__table__  # type: ignore[attr-defined]
 _DECIDE = (
     update(_REQUESTS)
@@ -363,7 +361,7 @@ async def respond(
         )
         conn = await session.connection()
         try:  # each recipient answers once: under the request's lock the unique pair decides it exactly
-            await conn.execute(_INSERT_RESPONSE, column_values(response))
+            await insert_rows(conn, [response])
         except IntegrityError as exc:
             raise AlreadyRespondedError(request.id, recipient.address) from exc
         rows_after: list[Any] = [
