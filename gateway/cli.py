@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway import __version__
 from gateway.settings import ConfigError, Settings, load_settings
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--poller-part", default="0/1", help=argparse.SUPPRESS)  # this one's share of the mailbox
 
     sub.add_parser("worker", help="only the background workers (outbox and webhook senders, poller, scheduler)")
-    sub.add_parser("migrate", help="apply the schema migrations")
+    migrate = sub.add_parser("migrate", help="apply the schema migrations (creates a SQLite database)")
+    _db_option(migrate)
 
     parse = sub.add_parser("parse-reply", help="show what the gateway reads from one email (.eml)")
     parse.add_argument("file", help="an RFC 822 message; - reads standard input")
@@ -74,21 +76,53 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--before", default=None, help="continue after this id (printed at the end of a page)")
     show = requests_sub.add_parser("show", help="one request: its fields, recipients, answers and audit trail")
     show.add_argument("id")
+    for p in (listing, show):
+        _db_option(p)
 
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_sub.add_parser("verify", help="check every request's hash chain; exit 1 if any is broken")
     verify.add_argument("--request", default=None, help="check only this request")
+    _db_option(verify)
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create an API key and print it once")
     create.add_argument("name")
+    keys_list = keys_sub.add_parser("list", help="every key: name, id, created, last used, revoked")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key (by name or id): refused everywhere within a second")
+    revoke.add_argument("key", metavar="NAME|ID")
+    for p in (create, keys_list, revoke):
+        _db_option(p)
+
+    outbox = sub.add_parser("outbox", help="outgoing mail: see what failed, send it again")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    o_list = outbox_sub.add_parser("list", help="mails by status (default: failed), newest first")
+    o_list.add_argument("--status", choices=["failed", "pending", "sent"], default="failed")
+    o_list.add_argument("--limit", type=int, default=50)
+    retry = outbox_sub.add_parser("retry", help="send failed mails again (the running senders take them at once)")
+    retry.add_argument("ids", nargs="*", metavar="ID", help="outbox ids (from `gateway outbox list`)")
+    retry.add_argument("--all-failed", action="store_true", help="every failed mail")
+    for p in (o_list, retry):
+        _db_option(p)
     return parser
+
+
+def _db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, help="SQLite file to open (default: the configured database)")
 
 
 def _fail_config(exc: ConfigError) -> int:
     print(f"gateway: configuration error: {exc}", file=sys.stderr)
+    return 2
+
+
+class RefusedError(Exception):
+    """A command that cannot run (no database, a busy port, an unknown key): one line, exit 2."""
+
+
+def _refused(message: str) -> int:
+    print(f"gateway: {message}", file=sys.stderr)
     return 2
 
 
@@ -115,9 +149,22 @@ def _logging() -> None:
         handler.setFormatter(JsonFormatter())
         logging.basicConfig(level=level, handlers=[handler])
     else:
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _json_logs() -> bool:
+    return os.environ.get("GATEWAY_LOG_FORMAT", "text").lower() == "json"
+
+
+def _say(lines: list[str]) -> None:
+    """The start-up banner: printed as it is, or as one JSON log record under GATEWAY_LOG_FORMAT=json."""
+    if _json_logs():
+        logging.getLogger("gateway").info(" | ".join(line.strip() for line in lines))
+        return
+    for line in lines:
+        print(line, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,49 +177,152 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return _worker()
         if args.command == "migrate":
-            return _migrate()
+            return _migrate(args)
         if args.command == "keys":
-            return _keys_create(args.name)
+            return _keys(args)
+        if args.command == "outbox":
+            return _outbox(args)
         if args.command == "parse-reply":
             return _parse_reply(args.file)
         if args.command == "mcp":
             return _mcp(args)
         if args.command == "audit":
-            return _audit_verify(args.request)
+            return _audit_verify(args)
         if args.command == "requests":
             return _requests(args)
     except ConfigError as exc:
         return _fail_config(exc)
+    except RefusedError as exc:
+        return _refused(str(exc))
     except KeyboardInterrupt:
         return 130
     return 2
 
 
-def _run_http(app: object, host: str, port: int, reuse_port: bool = False) -> int:
+# --- the database a command opens ---------------------------------------------------------------------
+
+
+def _tool_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a command that opens the database: --db wins; with no database configured anywhere,
+    the dev database in this folder when there is one (where `gateway dev` runs)."""
+    if getattr(args, "db", None):
+        return load_settings("tool", database_url=f"sqlite+aiosqlite:///{args.db}")
+    settings = load_settings("tool")
+    if "database_url" not in settings.model_fields_set and os.path.exists(DEV_DB):
+        return load_settings("tool", database_url=f"sqlite+aiosqlite:///{DEV_DB}")
+    return settings
+
+
+def _sqlite_path(settings: Settings) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.async_database_url)
+    if url.get_backend_name() != "sqlite":
+        return None
+    return url.database or ""
+
+
+def _db_run(settings: Settings, work: Any, *, create: bool = False, needs_schema: bool = True) -> Any:
+    """Run ``work(db)`` on the configured database; every way it cannot be opened is one RefusedError naming it.
+    A command that only reads or changes rows never creates a database (an empty SQLite file in the wrong
+    folder helps nobody); ``create`` is for `migrate`."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.db import Database
+
+    where = _safe_url(settings)
+    path = _sqlite_path(settings)
+    if path is not None and not create and (path in ("", ":memory:") or not os.path.exists(path)):
+        raise RefusedError(
+            f"no database at {os.path.abspath(path) if path else where}: run `gateway migrate` (or `gateway dev`)"
+            " there first, or point --db / GATEWAY_DATABASE_URL at it"
+        )
+
+    async def run() -> Any:
+        db = Database(settings.async_database_url)
+        try:
+            if needs_schema:
+                async with db.engine.connect() as conn:
+                    tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+                if "requests" not in tables:
+                    raise RefusedError(f"{where} holds no gateway schema: run `gateway migrate` first")
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise RefusedError(f"cannot use the database {where}: {reason}") from None
+
+
+def _listen(host: str, port: int) -> Any:
+    """The server's socket, bound before anything is printed: a busy port is one line, not a banner and then a
+    failure."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise RefusedError(f"cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = "the port is in use (another gateway?)" if exc.errno == 98 else (exc.strerror or str(exc))
+        raise RefusedError(f"cannot listen on {host}:{port}: {reason}; choose another with --port") from None
+    return sock
+
+
+def _run_http(app: object, host: str, port: int, reuse_port: bool = False, sock: Any = None) -> int:
     import uvicorn
 
     from gateway.supervisor import reuse_port_socket
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")  # type: ignore[arg-type]
     server = uvicorn.Server(config)
-    sockets = [reuse_port_socket(host, port)] if reuse_port else None
+    if sock is None:
+        sock = reuse_port_socket(host, port) if reuse_port else _listen(host, port)
     # Everything loaded so far (modules, mappers, routes, compiled schemas) lives as long as the process: moved
     # out of the collector's sight, a full collection no longer walks it (one took tens of ms under load, the
     # submit p99).
     gc.collect()
     gc.freeze()
-    server.run(sockets=sockets)  # uvloop and httptools when installed
+    server.run(sockets=[sock])  # uvloop and httptools when installed
     return 0 if server.started else 1
+
+
+def _preflight(settings: Settings, dev_key: str | None = None) -> None:
+    """Open the database and bring its schema up to date before the server starts, so an unreachable database or
+    a refused dev key is one line (exit 2), never a traceback from inside the server's start."""
+    from gateway.keys import ensure_key
+    from gateway.runtime import upgrade_schema
+
+    async def run(db: Any) -> None:
+        await upgrade_schema(db)
+        if dev_key:
+            try:
+                await ensure_key(db, "dev", dev_key)
+            except ValueError as exc:
+                raise ConfigError("GATEWAY_DEV_API_KEY", str(exc)) from None
+
+    _db_run(settings, run, create=True, needs_schema=False)
 
 
 def _dev(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.dev.mailbox import DevMailbox
-    from gateway.keys import create_key, ensure_key
+    from gateway.keys import create_key
     from gateway.runtime import Runtime
     from gateway.services import Services
 
-    overrides: dict[str, object] = {}
+    overrides: dict[str, object] = {"smtp_utf8": True}  # the dev capture server offers SMTPUTF8
     if args.db:
         overrides["database_url"] = f"sqlite+aiosqlite:///{args.db}"
     elif "GATEWAY_DATABASE_URL" not in os.environ:
@@ -184,30 +334,31 @@ def _dev(args: argparse.Namespace) -> int:
     settings = load_settings("dev", **overrides)
     _logging()
     base = settings.public_base
-    dev_key = os.environ.get("GATEWAY_DEV_API_KEY")
+    dev_key = os.environ.get("GATEWAY_DEV_API_KEY") or None
+    sock = _listen(args.host, args.port)
+    try:
+        _preflight(settings, dev_key)
+    except BaseException:
+        sock.close()
+        raise
 
     async def ready(svc: Services) -> None:
-        if dev_key:
-            try:
-                await ensure_key(svc.db, "dev", dev_key)
-            except ValueError as exc:
-                raise ConfigError("GATEWAY_DEV_API_KEY", str(exc)) from None
-            key = dev_key
-        else:
-            _, key = await create_key(svc.db, "dev")
+        key = dev_key or (await create_key(svc.db, "dev"))[1]
         mailbox = runtime.dev_mailbox
-        print(f"gateway dev is running at {base}", flush=True)
-        print(f"  API key:      {key}", flush=True)
+        lines = [f"gateway dev is running at {base}", f"  API key:      {key}"]
         if not dev_key:
-            print("                (set GATEWAY_DEV_API_KEY to keep one key across restarts)", flush=True)
-        print(f"  Dev mailbox:  {base}/dev/mailbox", flush=True)
-        print(f"  API docs:     {base}/docs", flush=True)
-        print(f"  Mail capture: SMTP on 127.0.0.1:{mailbox.port if mailbox else '?'}", flush=True)
-        print(f"  Webhooks:     signed with {svc.settings.webhook_secret}", flush=True)
-        print(f"  Database:     {settings.database_url}", flush=True)
+            lines.append("                (set GATEWAY_DEV_API_KEY to keep one key across restarts)")
+        lines += [
+            f"  Dev mailbox:  {base}/dev/mailbox",
+            f"  API docs:     {base}/docs",
+            f"  Mail capture: SMTP on 127.0.0.1:{mailbox.port if mailbox else '?'}",
+            f"  Webhooks:     signed with {svc.settings.webhook_secret}",
+            f"  Database:     {_safe_url(settings)}",
+        ]
+        _say(lines)
 
     runtime = Runtime(settings, dev_mailbox=DevMailbox(base), on_ready=ready, share_signals=False)
-    return _run_http(create_app(runtime), args.host, args.port)
+    return _run_http(create_app(runtime), args.host, args.port, sock=sock)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -221,15 +372,26 @@ def _serve(args: argparse.Namespace) -> int:
     if args.processes > 1:
         from gateway.supervisor import Supervisor
 
-        _migrate_quietly(settings)  # once, before the children start (they do not)
-        print(
-            f"gateway serve on {args.host}:{args.port} in {args.processes} processes,"
-            f" public URL {settings.public_base}",
-            flush=True,
+        _listen(args.host, args.port).close()  # refuse a busy port before any child starts
+        _preflight(settings)  # once, before the children start (they do not migrate)
+        _say(
+            [
+                f"gateway serve on {args.host}:{args.port} in {args.processes} processes,"
+                f" public URL {settings.public_base}, database {_safe_url(settings)}"
+            ]
         )
         return Supervisor(args.host, args.port, args.processes, workers=not args.no_workers).run()
     roles = None if args.roles is None else frozenset(r for r in args.roles.split(",") if r)
     part, _, parts = args.poller_part.partition("/")
+    sock = None
+    if not args.reuse_port:
+        sock = _listen(args.host, args.port)
+        if not args.no_migrate:
+            try:
+                _preflight(settings)
+            except BaseException:
+                sock.close()
+                raise
     runtime = Runtime(
         settings,
         workers=not args.no_workers,
@@ -238,8 +400,13 @@ def _serve(args: argparse.Namespace) -> int:
         migrate_on_start=not args.no_migrate,
     )
     if not args.reuse_port:
-        print(f"gateway serve on {args.host}:{args.port}, public URL {settings.public_base}", flush=True)
-    return _run_http(create_app(runtime), args.host, args.port, reuse_port=args.reuse_port)
+        _say(
+            [
+                f"gateway serve on {args.host}:{args.port}, public URL {settings.public_base},"
+                f" database {_safe_url(settings)}"
+            ]
+        )
+    return _run_http(create_app(runtime), args.host, args.port, reuse_port=args.reuse_port, sock=sock)
 
 
 def _worker() -> int:
@@ -247,6 +414,7 @@ def _worker() -> int:
 
     settings = load_settings("worker")
     _logging()
+    _db_run(settings, lambda db: asyncio.sleep(0), create=True, needs_schema=False)  # reachable, or one line
 
     async def run() -> None:
         runtime = Runtime(settings)
@@ -255,7 +423,7 @@ def _worker() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print("gateway worker running", flush=True)
+        _say([f"gateway worker running, database {_safe_url(settings)}"])
         try:
             await stop.wait()
         finally:
@@ -265,45 +433,74 @@ def _worker() -> int:
     return 0
 
 
-def _migrate_quietly(settings: Settings) -> None:
-    from gateway.db import Database
+def _migrate(args: argparse.Namespace) -> int:
     from gateway.runtime import upgrade_schema
 
-    async def run() -> None:
-        db = Database(settings.async_database_url)
-        try:
-            await upgrade_schema(db)
-        finally:
-            await db.dispose()
-
-    asyncio.run(run())
-
-
-def _migrate() -> int:
-    settings = load_settings("tool")
-    _migrate_quietly(settings)
+    settings = _tool_settings(args)
+    _db_run(settings, upgrade_schema, create=True, needs_schema=False)
     print(f"gateway: schema is up to date ({_safe_url(settings)})")
     return 0
 
 
-def _keys_create(name: str) -> int:
-    from gateway.db import Database
-    from gateway.keys import create_key
-    from gateway.runtime import upgrade_schema
+def _keys(args: argparse.Namespace) -> int:
+    from gateway import keys
 
-    settings = load_settings("tool")
+    settings = _tool_settings(args)
+    where = _safe_url(settings)
+    if args.keys_command == "create":
+        from gateway.runtime import upgrade_schema
 
-    async def run() -> str:
-        db = Database(settings.async_database_url)
-        try:
-            await upgrade_schema(db)
-            _, plaintext = await create_key(db, name)
-            return plaintext
-        finally:
-            await db.dispose()
+        async def create(db: Any) -> tuple[Any, str]:
+            await upgrade_schema(db)  # a new deployment's first step: the database may be new too
+            return await keys.create_key(db, args.name)
 
-    print(asyncio.run(run()))
-    print(f"(key {name!r} created; it is shown only this once)", file=sys.stderr)
+        _, plaintext = _db_run(settings, create, create=True, needs_schema=False)
+        print(plaintext)
+        print(f"(key {args.name!r} created in {where}; it is shown only this once)", file=sys.stderr)
+        return 0
+    if args.keys_command == "revoke":
+
+        async def revoke(db: Any) -> Any:
+            try:
+                return await keys.revoke_key(db, args.key)
+            except keys.KeyNotFoundError as exc:
+                hint = " (revoke it by id)" if exc.matches else ""
+                raise RefusedError(f"{exc} in {where}{hint}") from None
+
+        key = _db_run(settings, revoke)
+        print(f"revoked {key.name} ({key.id}) at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+        return 0
+    found = _db_run(settings, keys.list_keys)
+    print(f"# {where}", file=sys.stderr)
+    print(f"{'NAME':<20} {'ID':<32} {'CREATED':<17} {'LAST USED':<17} REVOKED")
+    for key in found:
+        print(
+            f"{key.name[:20]:<20} {key.id:<32} {_when(key.created_at):<17} {_when(key.last_used_at):<17}"
+            f" {_when(key.revoked_at)}"
+        )
+    return 0
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "-"
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from gateway.mail import operator
+
+    settings = _tool_settings(args)
+    if args.outbox_command == "list":
+        if not 1 <= args.limit <= 1000:
+            raise RefusedError("outbox list: --limit must be between 1 and 1000")
+        rows = _db_run(settings, lambda db: operator.list_mail(db, args.status, args.limit))
+        print(f"# {_safe_url(settings)}: {len(rows)} {args.status} mail(s)", file=sys.stderr)
+        for row in rows:
+            print(f"{row.id}  {_when(row.created_at)}  {row.kind:<14} {', '.join(row.rcpt_to)}  {row.last_error or ''}")
+        return 0
+    if not args.ids and not args.all_failed:
+        raise RefusedError("outbox retry: name the mails (IDs from `gateway outbox list`) or pass --all-failed")
+    count = _db_run(settings, lambda db: operator.retry_failed(db, None if args.all_failed else args.ids))
+    print(f"{count} failed mail(s) queued again; the senders of a running gateway take them within seconds")
     return 0
 
 
@@ -356,21 +553,16 @@ def _mcp(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_verify(request_id: str | None) -> int:
+def _audit_verify(args: argparse.Namespace) -> int:
     from gateway import audit
-    from gateway.db import Database
 
-    settings = load_settings("tool")
+    settings = _tool_settings(args)
 
-    async def run() -> tuple[int, int, list[audit.Break]]:
-        db = Database(settings.async_database_url)
-        try:
-            async with db.read() as session:
-                return await audit.verify(session, request_id)
-        finally:
-            await db.dispose()
+    async def run(db: Any) -> tuple[int, int, list[audit.Break]]:
+        async with db.read() as session:
+            return await audit.verify(session, args.request)
 
-    requests, events, breaks = asyncio.run(run())
+    requests, events, breaks = _db_run(settings, run)
     for b in breaks:
         where = f"event #{b.seq}" if b.seq is not None else f"event id {b.event_id}"
         print(f"BROKEN {b.request_id} {where} (id {b.event_id}): {b.problem}")
@@ -382,31 +574,25 @@ def _audit_verify(request_id: str | None) -> int:
 def _requests(args: argparse.Namespace) -> int:
     from gateway.approvals import console
     from gateway.approvals.service import Filters
-    from gateway.db import Database
 
-    settings = load_settings("tool")
+    settings = _tool_settings(args)
     if args.requests_command == "list" and not 1 <= args.limit <= 1000:
-        print("gateway requests list: --limit must be between 1 and 1000", file=sys.stderr)
-        return 2
+        raise RefusedError("requests list: --limit must be between 1 and 1000")
 
-    async def run() -> str | None:
-        db = Database(settings.async_database_url)
-        try:
-            if args.requests_command == "show":
-                return await console.show_text(db, args.id)
-            filters = Filters(
-                kind=args.kind,
-                status=args.status,
-                run_id=args.run,
-                recipient=args.recipient,
-                before=args.before,
-                limit=args.limit,
-            )
-            return await console.list_text(db, filters)
-        finally:
-            await db.dispose()
+    async def run(db: Any) -> str | None:
+        if args.requests_command == "show":
+            return await console.show_text(db, args.id)
+        filters = Filters(
+            kind=args.kind,
+            status=args.status,
+            run_id=args.run,
+            recipient=args.recipient,
+            before=args.before,
+            limit=args.limit,
+        )
+        return await console.list_text(db, filters)
 
-    text = asyncio.run(run())
+    text = _db_run(settings, run)
     if text is None:
         print(f"gateway requests show: no request {args.id}", file=sys.stderr)
         return 1

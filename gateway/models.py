@@ -133,6 +133,7 @@ class ApiKey(SQLModel, table=True):
     key_hash: str = Field(unique=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     revoked_at: datetime | None = _dt()
+    last_used_at: datetime | None = _dt()  # to the minute or so: written when a process first sees the key in use
 
 
 class Request(SQLModel, table=True):  # type: ignore[no-redef]
@@ -266,13 +267,16 @@ class KeyValue(SQLModel, table=True):
 
 
 class InboundMessage(SQLModel, table=True):
-    """Every mail that reached the inbound pipeline, once: the unique Message-ID makes a re-delivered or re-read
-    message decide nothing the second time."""
+    """Every mail that reached the inbound pipeline, once: a re-delivered or re-read message (the same Message-ID
+    and the same content) decides nothing the second time. The content's digest is part of the key, so a
+    Message-ID reused on another mail (a forger's, or a careless client's) never hides that mail."""
 
     __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("message_id", "digest", name="uq_inbound_messages_message_digest"),)
 
     id: str = Field(primary_key=True)
-    message_id: str = Field(unique=True)
+    message_id: str = Field(index=True)
+    digest: str = Field(default="", sa_column_kwargs={"server_default": ""})
     received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     sender: str | None = None
     subject: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -22,13 +22,19 @@ def poller_state(runtime: Runtime) -> dict[str, Any] | None:
     if poller is None:
         return None
     role = "single" if runtime.leadership is None else "leading" if runtime.leadership.leading else "standby"
-    age = time.time() - poller.status.last_check if poller.status.last_check else None
+    status = poller.status
+    age = time.time() - status.last_check if status.last_check else None
+    # Lag: since the mailbox was last read to the end, or, before any read, since the poller started.
+    since = status.last_check or status.started
     return {
         "role": role,
-        "connected": poller.status.connected,
-        "processed": poller.status.processed,
+        "connected": status.connected,
+        "processed": status.processed,
         "last_check_age_seconds": round(age, 1) if age is not None else None,
-        "last_error": poller.status.last_error,
+        "lag_seconds": round(time.time() - since, 1) if since else 0.0,
+        "login_refused": status.login_refused,
+        "ever_connected": status.ever_connected,
+        "last_error": status.last_error,
     }
 
 
@@ -74,9 +80,14 @@ async def health(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     if poller is not None:
         body["poller"] = poller
         if poller["role"] != "standby" and not poller["connected"]:
-            age = poller["last_check_age_seconds"]
-            if age is None or age > POLLER_LOST_AFTER:
-                problems.append("the IMAP poller lost its mailbox")
+            if poller["login_refused"]:
+                problems.append(f"the IMAP poller cannot log in: {poller['last_error']}")
+            elif poller["lag_seconds"] > POLLER_LOST_AFTER or (not poller["ever_connected"] and poller["last_error"]):
+                what = "lost its mailbox" if poller["ever_connected"] else "cannot reach its mailbox"
+                problems.append(f"the IMAP poller {what}: {poller['last_error']}")
+    for sender in getattr(runtime, "senders", []):
+        if sender.trouble:
+            problems.append(f"{sender.channel} held: {sender.trouble}")
     if svc.bus is not None:
         body["bus"] = {"connected": svc.bus.connected.is_set(), "reconnects": svc.bus.reconnects}
     if problems:
@@ -143,7 +154,7 @@ async def metrics(runtime: Runtime) -> str:
         family("gateway_poller_connected", "gauge", "1 while the poller is connected to its mailbox.")
         lines.append(_line("gateway_poller_connected", int(poller["connected"])))
         family("gateway_poller_lag_seconds", "gauge", "Seconds since the mailbox was last read to the end.")
-        lines.append(_line("gateway_poller_lag_seconds", poller["last_check_age_seconds"] or 0))
+        lines.append(_line("gateway_poller_lag_seconds", poller["lag_seconds"]))
         family("gateway_poller_processed", "counter", "Messages this process's poller has processed.")
         lines.append(_line("gateway_poller_processed", poller["processed"]))
     if svc.bus is not None:

@@ -38,17 +38,24 @@ def _decode(payload: bytes, declared: str | None) -> str:
             continue
         try:
             return payload.decode(charset)
-        except (LookupError, UnicodeDecodeError):
+        except Exception:  # unknown, malformed (a NUL in its name) or not this charset
             continue
     return payload.decode("latin-1", "replace")
 
 
 def part_text(part: Message) -> str:
-    payload = part.get_payload(decode=True)
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # a transfer encoding the library trips on: take the bytes as they are
+        payload = None
     if not isinstance(payload, bytes):
         raw = part.get_payload()
         return raw if isinstance(raw, str) else ""
-    return _decode(payload, part.get_content_charset())
+    try:
+        declared = part.get_content_charset()
+    except Exception:
+        declared = None
+    return _decode(payload, declared)
 
 
 def _body_parts(msg: Message) -> tuple[str | None, str | None]:
@@ -362,8 +369,29 @@ def extract_reply(raw: bytes | str | Message, *, html: bool = False) -> str:
 
     ``raw`` as bytes is a whole RFC 822 message (the text part is preferred, else the HTML one), or that message
     already parsed (by :func:`parse_message`: the pipeline parses each mail once); as str it is a bare body, HTML
-    when ``html``.
+    when ``html``. Never raises: a message it cannot take apart gives its body as plain text, not an error (the
+    human's words are not lost to a parser's fault).
     """
+    try:
+        return _extract_reply(raw, html=html)
+    except Exception:
+        return _last_resort_text(raw)
+
+
+def _last_resort_text(raw: bytes | str | Message) -> str:
+    try:
+        if isinstance(raw, Message):
+            raw = raw.as_bytes()
+        if isinstance(raw, bytes):
+            head, sep, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+            raw = (body if sep else head).decode("utf-8", "replace")
+        lines = raw.replace("\x00", "").splitlines()
+        return "\n".join(line for line in lines if not line.startswith(">")).strip()[:100_000]
+    except Exception:
+        return ""
+
+
+def _extract_reply(raw: bytes | str | Message, *, html: bool) -> str:
     if isinstance(raw, bytes | Message):
         plain, markup = _body_parts(parse_message(raw) if isinstance(raw, bytes) else raw)
         if plain is not None and plain.strip():
@@ -434,7 +462,13 @@ def automated_kind(raw: bytes | Message) -> AutomatedKind | None:
     list managers, an empty return path, an out-of-office subject, a delivery report)? Then: a bounce or an
     auto-reply, by structure, sender, subject and body. ``raw`` may be the message already parsed.
     """
-    msg = parse_message(raw) if isinstance(raw, bytes) else raw
+    try:
+        return _automated_kind(parse_message(raw) if isinstance(raw, bytes) else raw)
+    except Exception:  # a mail too broken to read is no human's decision either
+        return "auto_reply"
+
+
+def _automated_kind(msg: Message) -> AutomatedKind | None:
     subject = _decoded_subject(_safe_header(msg, "Subject"))
     sender = _address(_safe_header(msg, "From"))
     auto_subject = bool(_AUTO_REPLY_SUBJECT_RE.search(subject))
@@ -656,8 +690,11 @@ _FIRST_TOKEN_RE = re.compile(r"^\s*([^\s,.!?;:()\[\]\"'«»、。！？，：；
 def parse_decision(text: str) -> tuple[Decision, str]:
     """("approve", the rest as comment) when the reply starts with an approve word; else ("reject", the text).
 
-    The comment is the human's feedback for the agent, so a rejection keeps all of the new text.
+    The comment is the human's feedback for the agent, so a rejection keeps all of the new text. Anything that is
+    not text is a rejection without comment.
     """
+    if not isinstance(text, str):
+        return "reject", ""
     stripped = text.strip()
     lowered = stripped.lower()
     rest: str | None = None

@@ -93,6 +93,7 @@ class Runtime:
     poller: ImapPoller | None = None
     scheduler: Scheduler | None = None
     leadership: Leadership | None = None
+    senders: list[OutboxSender] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -137,8 +138,10 @@ class Runtime:
         if SENDERS in roles:
             connections = [SmtpTransport(settings) for _ in range(settings.smtp_connections)]
             sender = OutboxSender(svc, connections)
+            self.senders = [sender]
             self._tasks.append(asyncio.create_task(sender.run(), name="outbox-sender"))
             hooks = OutboxSender(svc, WebhookTransport(settings), channel=WEBHOOK)
+            self.senders.append(hooks)
             self._tasks.append(asyncio.create_task(hooks.run(), name="webhook-sender"))
         if SCHEDULER in roles:
             self.scheduler = Scheduler(svc)

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     smtp_security: Security = "starttls"
     smtp_timeout: float = 30.0
     smtp_connections: int = 4  # mails sent at once, each over its own reused connection
+    # The SMTP server accepts internationalised addresses (SMTPUTF8, RFC 6531): only then may an agent address a
+    # mail to a local part with non-ASCII letters (bób@example.com); without it such an address is refused at
+    # submit, never accepted and lost later.
+    smtp_utf8: bool = False
 
     imap_host: str | None = None
     imap_port: int | None = None
@@ -71,7 +75,9 @@ class Settings(BaseSettings):
     outbox_backoff_base: float = 2.0
     outbox_backoff_max: float = 3600.0
     outbox_batch_size: int = 50
-    outbox_lease: float = 120.0  # seconds a sender holds the mails it claimed before another may take them
+    # Seconds a sender's claim on mail lasts without renewal. A live sender renews it (every third of it) until
+    # each outcome is committed; a dead one's mail goes to another sender this long after its last renewal.
+    outbox_lease: float = 15.0
     outbox_stuck_after: float = 600.0  # /healthz says "degraded" when a delivery has been pending longer
 
     # The life of a request: default reminder schedule and escalation (a request's own settings win).

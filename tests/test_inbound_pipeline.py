@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
 from gateway.inbound import pipeline
 from gateway.inbound.pipeline import auth_passes
+from gateway.models import OutboxMessage
 from tests import mailclients
 from tests.conftest import Live, text_part
 
@@ -84,7 +87,15 @@ async def test_apple_mail_answers_a_question_in_latin1(live: Live) -> None:
     assert body["responded_via"] == "reply"
 
 
-async def test_forged_sender_decides_nothing_and_is_told_once(live: Live) -> None:
+async def outbox_to(live: Live, address: str) -> list[OutboxMessage]:
+    """Every mail queued to ``address``: what ``process`` queued is in the outbox when it returns, so this is
+    the whole answer, with no wait for a sender."""
+    async with live.services.db.read() as session:
+        rows = (await session.exec(select(OutboxMessage))).all()
+    return [r for r in rows if address in r.rcpt_to]
+
+
+async def test_forged_sender_decides_nothing_and_is_never_answered(live: Live) -> None:
     approval, mail = await request_mail(live)
     for n in range(3):
         forged = mailclients.gmail(mail, f"Approved {n}", sender="mallory@evil.example")
@@ -93,10 +104,120 @@ async def test_forged_sender_decides_nothing_and_is_told_once(live: Live) -> Non
     assert (await get(live, approval))["status"] == "pending"
     ignored = [e for e in await events(live, approval) if e["type"] == "reply_ignored"]
     assert [e["data"]["reason"] for e in ignored] == ["sender_mismatch"] * 3
-    notes = await mails_to(live, "mallory@evil.example", 1)
-    await asyncio.sleep(0.5)
-    assert len([m for m in live.sink.messages if str(m["To"]) == "mallory@evil.example"]) == 1  # type: ignore[union-attr]
-    assert "not recorded" in notes[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert await outbox_to(live, "mallory@evil.example") == []  # no backscatter
+
+
+async def test_a_forged_from_with_the_subject_reference_decides_nothing(live: Live) -> None:
+    """The issue's attack: From the recipient (forgeable), to the untagged mailbox, no thread headers, the
+    subject's [#REF]. Without a trusted DMARC pass it decides nothing, and nobody is mailed."""
+    approval, mail = await request_mail(live)
+    raw = mailclients.gmail(mail, "approve", to="replies@example.test")
+    raw = raw.replace(b"In-Reply-To:", b"X-Old-In-Reply-To:").replace(b"References:", b"X-Old-References:")
+    assert f"[#{approval['ref']}]".encode() in raw
+    outcome = await pipeline.process(live.services, raw)
+    assert (outcome.outcome, outcome.reason) == ("ignored", "sender_not_authenticated")
+    assert (await get(live, approval))["status"] == "pending"
+    assert len(await outbox_to(live, "alice@example.com")) == 1  # only the request mail itself
+
+
+@pytest.mark.parametrize("route", ["thread", "subject"])
+async def test_untagged_replies_decide_only_with_a_trusted_dmarc_pass(live: Live, route: str) -> None:
+    live.services.settings.trusted_authserv_ids = "mx.example.test"
+    approval, mail = await request_mail(live)
+
+    def reply(text: str, results: str | None = None) -> bytes:
+        raw = mailclients.gmail(mail, text, to="replies@example.test")
+        if route == "subject":
+            raw = raw.replace(b"In-Reply-To:", b"X-Old-In-Reply-To:").replace(b"References:", b"X-Old-References:")
+        return raw if results is None else f"Authentication-Results: {results}\r\n".encode() + raw
+
+    bare = await pipeline.process(live.services, reply("yes"))
+    assert (bare.outcome, bare.reason) == ("ignored", "sender_not_authenticated")
+    foreign = reply("yes!", "evil.example; dmarc=pass header.from=example.com")
+    assert (await pipeline.process(live.services, foreign)).reason == "sender_not_authenticated"
+    other_domain = reply("yes!!", "mx.example.test; dmarc=pass header.from=evil.example")
+    assert (await pipeline.process(live.services, other_domain)).reason == "sender_not_authenticated"
+    passed = reply("yes, go", "mx.example.test; dmarc=pass header.from=example.com")
+    outcome = await pipeline.process(live.services, passed)
+    assert (outcome.outcome, outcome.request_id) == ("decided", approval["id"])
+    assert (await get(live, approval))["status"] == "approved"
+    ignored = [e["data"]["reason"] for e in await events(live, approval) if e["type"] == "reply_ignored"]
+    assert ignored == ["sender_not_authenticated"] * 3
+
+
+async def test_a_bad_tag_does_not_stop_the_scan_for_a_good_one(live: Live) -> None:
+    """A non-ASCII plus-tag in To (it made the tag check raise) must not hide the signed one in Cc."""
+    approval, mail = await request_mail(live)
+    tagged = str(mail["Reply-To"])
+    raw = re.sub(rb"(?m)^To: .*\n", b"", mailclients.gmail(mail, "approve"), count=1)
+    # Raw UTF-8 in To (RFC 6532), as an SMTPUTF8 client writes it; the signed tag only in Cc.
+    raw = f"To: replies+abc-ünï@example.test\nCc: {tagged}\n".encode() + raw
+    outcome = await pipeline.process(live.services, raw)
+    assert (outcome.outcome, outcome.request_id) == ("decided", approval["id"])
+
+
+async def test_a_charset_with_a_nul_byte_is_still_read(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    raw = mailclients.gmail(mail, "Nein, zu teuer: bitte nur die Hälfte")
+    raw = raw.replace(b'charset="utf-8"', b'charset="utf\x00-8"', 1).replace(b"charset=utf-8", b"charset=utf\x008", 1)
+    assert b"\x00" in raw
+    assert b"H=C3=A4lfte" in raw
+    raw = raw.replace(b"H=C3=A4lfte", b"H=E4lfte")  # a body that is not UTF-8 either (Latin-1)
+    outcome = await pipeline.process(live.services, raw)
+    assert (outcome.outcome, outcome.reason) == ("decided", None)
+    body = await get(live, approval)
+    assert body["status"] == "rejected" and body["comment"].startswith("Nein, zu teuer")
+
+
+async def test_a_huge_reply_is_cut_with_a_note_for_the_agent(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    text = "No. " + "This is far too long. " * 48_000  # ~1 MB of new text
+    outcome = await pipeline.process(live.services, mailclients.gmail(mail, text))
+    assert outcome.outcome == "decided"
+    comment = (await get(live, approval))["comment"]
+    assert len(comment) <= 20_000 and comment.startswith("No. This is far too long.")
+    assert "the gateway cut this text" in comment and f"{len(text.strip()):,} characters" in comment
+
+
+async def test_a_reused_message_id_does_not_hide_a_genuine_reply(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    first = mailclients.gmail(mail, "approve", sender="mallory@evil.example")
+    genuine = mailclients.gmail(mail, "No, wait for Monday")
+    reused = mailclients.message_id_of(first).encode()
+    genuine = genuine.replace(mailclients.message_id_of(genuine).encode(), reused)
+    assert mailclients.message_id_of(genuine) == mailclients.message_id_of(first)
+    assert (await pipeline.process(live.services, first)).reason == "sender_mismatch"
+    outcome = await pipeline.process(live.services, genuine)
+    assert (outcome.outcome, outcome.request_id) == ("decided", approval["id"])
+    assert (await get(live, approval))["status"] == "rejected"
+    assert (await pipeline.process(live.services, genuine)).outcome == "duplicate"  # the same mail again
+
+
+async def test_a_copied_recipient_is_told_they_cannot_decide(live: Live) -> None:
+    approval, _ = await request_mail(
+        live, channel={"email": {"to": ["alice@example.com"], "cc": ["carol@example.com"]}}
+    )
+    mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
+    to_carol = next(m for m in mails if str(m["To"]) == "carol@example.com")
+    outcome = await pipeline.process(live.services, mailclients.gmail(to_carol, "approve", sender="carol@example.com"))
+    assert (outcome.outcome, outcome.reason) == ("ignored", "not_an_approver")
+    assert (await get(live, approval))["status"] == "pending"
+    notices = [m for m in await outbox_to(live, "carol@example.com") if not m.kind.endswith("_request")]
+    assert len(notices) == 1  # she passed the sender checks: she is told why
+
+
+async def test_an_internal_error_is_recorded_as_one(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    approval, mail = await request_mail(live)
+
+    def broken(_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, "read", broken)
+    outcome = await pipeline.process(live.services, mailclients.gmail(mail, "approve"))
+    assert (outcome.outcome, outcome.reason) == ("ignored", "refused")
+    assert outcome.detail == "internal error: RuntimeError"
+    ignored = [e["data"] for e in await events(live, approval) if e["type"] == "reply_ignored"]
+    assert ignored and ignored[-1]["detail"] == "internal error: RuntimeError"
 
 
 @pytest.mark.parametrize("make", [mailclients.out_of_office, mailclients.bounce])
@@ -133,20 +254,6 @@ async def test_the_same_message_twice_decides_once(live: Live) -> None:
     assert third.outcome == "duplicate"
     body = await get(live, approval)
     assert body["status"] == "approved" and len(body["responses"]) == 1
-
-
-async def test_matched_by_thread_when_the_tag_is_lost(live: Live) -> None:
-    approval, mail = await request_mail(live)
-    outcome = await pipeline.process(live.services, mailclients.gmail(mail, "yes", to="replies@example.test"))
-    assert outcome.outcome == "decided" and outcome.request_id == approval["id"]
-
-
-async def test_matched_by_subject_reference_alone(live: Live) -> None:
-    approval, mail = await request_mail(live)
-    raw = mailclients.gmail(mail, "lgtm", to="replies@example.test")
-    raw = raw.replace(b"In-Reply-To:", b"X-Old-In-Reply-To:").replace(b"References:", b"X-Old-References:")
-    outcome = await pipeline.process(live.services, raw)
-    assert outcome.outcome == "decided" and outcome.request_id == approval["id"]
 
 
 async def test_unmatched_own_and_empty(live: Live) -> None:
@@ -189,3 +296,6 @@ def test_auth_results_parsing() -> None:
     assert not auth_passes(["mx.example.test; dmarc=fail"], trusted, "a@example.com")
     assert not auth_passes(["other.example; dmarc=pass"], trusted, "a@example.com")
     assert not auth_passes([], trusted, "a@example.com")
+    assert not auth_passes(["mx.example.test; dmarc=pass header.from=evil.example"], trusted, "a@example.com")
+    assert not auth_passes(["; dmarc=pass", "", ";;;", "mx.example.test"], trusted, "a@example.com")  # no raise
+    assert auth_passes(["MX.example.test;\r\n dmarc=pass header.from=Example.COM"], trusted, "a@example.com")

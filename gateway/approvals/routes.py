@@ -27,12 +27,18 @@ from gateway.services import Services
 
 router = APIRouter(prefix="/v1")
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut},
-    404: {"model": ErrorOut},
-    409: {"model": ErrorOut},
-    422: {"model": ErrorOut},
+_ERROR_TEXT = {
+    401: "No API key, or one that is not valid (or was revoked)",
+    404: "No such request among those your key created",
+    409: "A conflict: the call_id is used with other content, or the request is no longer pending",
+    413: "The body is larger than 1 MiB",
+    422: "Invalid input (the message says which field and why)",
 }
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route really gives, each in the contract's shape."""
+    return {code: {"model": ErrorOut, "description": _ERROR_TEXT[code]} for code in codes}
 
 
 async def wait_for_decision(svc: Services, who: Principal, kind: str, request_id: str, wait: float) -> RequestView:
@@ -147,7 +153,7 @@ def _register(
         response_model=page_model,
         tags=tags,
         summary=f"List your {plural}, newest first (filters, cursor pagination)",
-        responses=_ERRORS,
+        responses=_errors(401, 422),
         name=f"list_{plural}",
     )
     router.add_api_route(
@@ -158,7 +164,10 @@ def _register(
         response_model=out_model,
         tags=tags,
         summary=f"Create {'an' if kind == 'approval' else 'a'} {kind}",
-        responses=_ERRORS,
+        responses={
+            200: {"model": out_model, "description": "The same call_id with the same content again: the existing one"},
+            **_errors(401, 409, 413, 422),
+        },
         name=f"create_{kind}",
     )
     router.add_api_route(
@@ -168,7 +177,7 @@ def _register(
         response_model=out_model,
         tags=tags,
         summary=f"Get a {kind}, optionally waiting for its decision",
-        responses=_ERRORS,
+        responses=_errors(401, 404, 422),
         name=f"get_{kind}",
     )
     router.add_api_route(
@@ -178,7 +187,7 @@ def _register(
         response_model=out_model,
         tags=tags,
         summary=f"Cancel a pending {kind}",
-        responses=_ERRORS,
+        responses=_errors(401, 404, 409, 413),
         name=f"cancel_{kind}",
     )
     router.add_api_route(
@@ -188,7 +197,7 @@ def _register(
         response_model=list[EventOut],
         tags=tags,
         summary=f"{label} audit trail, oldest first",
-        responses=_ERRORS,
+        responses=_errors(401, 404),
         name=f"{kind}_events",
     )
 

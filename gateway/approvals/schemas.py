@@ -16,13 +16,18 @@ MAX_JSON_BYTES = 256 * 1024
 MAX_EXPIRES_IN = 365 * 24 * 3600
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Typed for clients (format "email"); the validator below is what decides.
+EmailAddress = Annotated[str, Field(min_length=3, max_length=1000, json_schema_extra={"format": "email"})]
 
 
 def unique_addresses(value: list[str]) -> list[str]:
     """Valid bare addresses, each once (compared case-insensitively), in the order given."""
     seen: dict[str, str] = {}
     for raw in value:
-        bare = addresses.validate(raw)
+        try:
+            bare = addresses.validate(raw)
+        except addresses.InvalidAddressError as exc:
+            raise ValueError(exc.message) from None
         seen.setdefault(bare.lower(), bare)
     return list(seen.values())
 
@@ -32,8 +37,8 @@ class _Strict(BaseModel):
 
 
 class EmailChannel(_Strict):
-    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
-    cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    to: list[EmailAddress] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    cc: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     subject: str | None = Field(default=None, max_length=300)
     context: str | None = Field(default=None, max_length=20_000)
     in_reply_to: str | None = Field(default=None, max_length=998)
@@ -101,7 +106,7 @@ class Escalation(_Strict):
     """After ``after`` seconds without a decision, ``to`` are added as approvers with their own links."""
 
     after: int = Field(ge=1, le=MAX_EXPIRES_IN)
-    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    to: list[EmailAddress] = Field(min_length=1, max_length=MAX_RECIPIENTS)
 
     @field_validator("to", mode="before")
     @classmethod

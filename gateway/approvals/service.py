@@ -61,12 +61,28 @@ from gateway.services import Services
 from gateway.webhooks.service import KIND as WEBHOOK
 from gateway.webhooks.transport import is_public
 
+MAX_COMMENT = 20_000  # characters of a comment or answer kept, whatever the route (link, reply, API)
+
+
+def cap_comment(text: str | None) -> str | None:
+    """The text as kept: stripped, and cut to MAX_COMMENT with a note saying so (the agent must know it did not
+    get all of it)."""
+    text = (text or "").strip()
+    if len(text) <= MAX_COMMENT:
+        return text or None
+    note = f"\n\n[the gateway cut this text: it was {len(text):,} characters; the first {{kept:,}} are kept]"
+    kept = MAX_COMMENT - len(note.format(kept=MAX_COMMENT))
+    return text[:kept].rstrip() + note.format(kept=kept)
+
+
 FINAL = frozenset({"approved", "rejected", "answered", "expired", "cancelled"})
 REF_ALPHABET_LEN = 8
 
 
-def content_hash(body: ApprovalCreate | QuestionCreate) -> str:
-    data = body.model_dump(mode="json", exclude={"call_id"})
+def content_hash(body: ApprovalCreate | QuestionCreate, *, with_run_id: bool = False) -> str:
+    """What makes two submissions of one call_id the same call. ``run_id`` is a label, not content (a
+    restarted agent sends a new one); ``with_run_id`` gives the hash requests stored before that was so."""
+    data = body.model_dump(mode="json", exclude={"call_id"} if with_run_id else {"call_id", "run_id"})
     for name in ("reminders", "escalation", "callback_responses"):  # added later: absent means what it did before
         if data.get(name) in (None, False):
             data.pop(name, None)
@@ -79,8 +95,22 @@ async def _existing(session: AsyncSession, key_id: str, call_id: str) -> Request
     return (await session.exec(query)).first()
 
 
-def _same(existing: Request, kind: str, digest: str) -> Request:
-    if existing.kind != kind or existing.content_hash != digest:
+def _check_sendable(svc: Services, body: ApprovalCreate | QuestionCreate) -> None:
+    """An address our SMTP server cannot take is refused now, not accepted and lost at delivery."""
+    if svc.settings.smtp_utf8:
+        return
+    email = body.channel.email
+    for address in [*email.to, *email.cc, *(body.escalation.to if body.escalation else ())]:
+        if addresses.needs_smtputf8(address):
+            raise InvalidInputError(
+                f"{address!r}: an address with non-ASCII letters before the @ needs an SMTP server with SMTPUTF8;"
+                " this gateway is not set up for it (GATEWAY_SMTP_UTF8)"
+            )
+
+
+def _same(existing: Request, kind: str, body: ApprovalCreate | QuestionCreate) -> Request:
+    same = existing.content_hash in (content_hash(body), content_hash(body, with_run_id=True))
+    if existing.kind != kind or not same:
         raise CallIdConflictError(existing.call_id, existing.id)
     return existing
 
@@ -93,6 +123,7 @@ async def create_request(
     Returns (view, True) for a new request, or (the existing request's view, False) for a repeated call_id.
     """
     kind = "approval" if isinstance(body, ApprovalCreate) else "question"
+    _check_sendable(svc, body)
     digest = content_hash(body)
     call_id = body.call_id or new_id("call")
     now = utcnow()
@@ -147,7 +178,7 @@ async def create_request(
             existing = await _existing(session, principal.key_id, call_id)
             if existing is None:
                 raise
-            return await load_view(session, _same(existing, kind, digest)), False
+            return await load_view(session, _same(existing, kind, body)), False
     svc.wake_outbox(webhooks=False)  # a new request's only rows to send are its mails
     svc.wake_scheduler(request.next_due_at)
     states = {m.recipient_id: MailState(m.status, m.last_error) for m in mails if m.recipient_id}
@@ -325,7 +356,7 @@ async def respond(
     """
     if decision not in ("approve", "reject", "answer"):
         raise InvalidInputError(f"unknown decision {decision!r}")
-    comment = (comment or "").strip() or None
+    comment = cap_comment(comment)
 
     async def unit(session: AsyncSession) -> tuple[Request, Response | None, bool, bool]:
         """(request, response, decided, webhooks queued); no response when the request was found expired."""

@@ -1,7 +1,8 @@
 """Replies by email: receive → match → screen → authenticate → read → act.
 
 Each step is small and each refusal is its own exception, carrying its data and an audit ``reason``. Every
-message ends as one ``inbound_messages`` row (its Message-ID unique, so a message seen twice acts once) and,
+message ends as one ``inbound_messages`` row (its Message-ID and content unique, so a message seen twice acts
+once, and a reused Message-ID hides nothing) and,
 when it could be matched, as an event in that request's audit trail.
 """
 
@@ -79,8 +80,10 @@ class AutomatedMessageError(InboundError):
 
 
 class ForgedSenderError(InboundError):
+    """From is not the recipient the reply was matched to. Never answered: the From may be anyone's (a forger
+    must not be able to make the gateway mail a third party)."""
+
     reason = "sender_mismatch"
-    notify = True
 
     def __init__(self, sender: str, expected: str) -> None:
         self.sender = sender
@@ -91,10 +94,15 @@ class ForgedSenderError(InboundError):
 class SenderNotAuthenticatedError(InboundError):
     reason = "sender_not_authenticated"
 
-    def __init__(self, sender: str, results: str) -> None:
+    def __init__(self, sender: str, results: str, route: str = "tag") -> None:
         self.sender = sender
         self.results = results
-        super().__init__(f"no DKIM/DMARC pass for {sender} from a trusted server ({results or 'no results'})")
+        self.route = route
+        how = "a reply to the signed Reply-To" if route == "tag" else f"a reply matched by its {route}"
+        super().__init__(
+            f"{how} needs a DMARC or aligned DKIM pass for {sender} from a trusted server"
+            f" ({results or 'no Authentication-Results'})"
+        )
 
 
 class UnreadableReplyError(InboundError):
@@ -135,6 +143,7 @@ class Inbound:
     message_id: str
     sender: str
     subject: str
+    digest: str = ""
     request: Request | None = None
     recipient: Recipient | None = None
     text: str | None = None
@@ -161,7 +170,25 @@ def receive(raw: bytes, source: str) -> Inbound:
         message_id=message_id,
         sender=addresses.normalise(_header(msg, "From")),
         subject=replies._decoded_subject(_header(msg, "Subject"))[:500],
+        digest=content_digest(msg, raw),
     )
+
+
+_CONTENT_HEADERS = ("From", "To", "Cc", "Subject", "Date", "In-Reply-To", "References")
+
+
+def content_digest(msg: Message, raw: bytes) -> str:
+    """What makes two copies the same mail: its author's headers and its body. Trace headers (Received,
+    Delivered-To, Authentication-Results…) differ between routes (IMAP, a provider's webhook, a retry) and are
+    left out; so a mail re-read or re-delivered is a duplicate, and another mail under a reused Message-ID is
+    not."""
+    digest = hashlib.sha256()
+    for name in _CONTENT_HEADERS:
+        digest.update(f"{name}:{' '.join(_header(msg, name).split())}\n".encode("utf-8", "replace"))
+    normal = raw.replace(b"\r\n", b"\n")
+    _, sep, body = normal.partition(b"\n\n")
+    digest.update(body.rstrip() if sep else b"")
+    return digest.hexdigest()[:32]
 
 
 def screen_own(svc: Services, mail: Inbound) -> None:
@@ -234,17 +261,24 @@ def screen_automated(mail: Inbound) -> None:
 
 
 def authenticate(svc: Services, mail: Inbound) -> None:
-    """The sender must be the recipient the tag names; optionally with a DKIM/DMARC pass we trust."""
+    """Who may decide by reply (docs/security.md): the sender must be the recipient matched. Only a reply to that
+    recipient's own signed Reply-To carries a secret; a reply matched by its thread headers or the subject's
+    reference carries none (both are in every copy of the mail, and From is forgeable), so it decides only with
+    a DMARC or aligned DKIM pass from a trusted server. INBOUND_REQUIRE_AUTH asks that of tagged replies too."""
     assert mail.request is not None
     if mail.recipient is None:
         raise ForgedSenderError(mail.sender, "another recipient")
     expected = addresses.normalise(mail.recipient.address)
     if mail.sender != expected:
         raise ForgedSenderError(mail.sender, expected)
-    if svc.settings.inbound_require_auth:
+    tagged = mail.extra.get("matched_by") == "tag"
+    if svc.settings.inbound_require_auth or not tagged:
         results = [str(v) for v in mail.msg.get_all("Authentication-Results") or []]
         if not auth_passes(results, svc.settings.trusted_authserv_id_list, mail.sender):
-            raise SenderNotAuthenticatedError(mail.sender, " | ".join(results)[:300])
+            raise SenderNotAuthenticatedError(
+                mail.sender, " | ".join(results)[:300], route=mail.extra.get("matched_by", "tag")
+            )
+    mail.extra["authenticated"] = True
 
 
 def read(mail: Inbound) -> None:
@@ -309,7 +343,15 @@ def received(raw: bytes, source: str) -> Inbound:
         return receive(raw, source)
     except Exception as exc:  # the parser is lenient; this is a last resort
         log.warning("inbound: unparseable message: %s", exc)
-        return Inbound(raw=raw, source=source, msg=Message(), message_id=_digest_id(raw), sender="", subject="")
+        return Inbound(
+            raw=raw,
+            source=source,
+            msg=Message(),
+            message_id=_digest_id(raw),
+            sender="",
+            subject="",
+            digest=hashlib.sha256(raw).hexdigest()[:32],
+        )
 
 
 async def process(svc: Services, raw: bytes | Inbound, source: str = "imap") -> Outcome:
@@ -320,6 +362,7 @@ async def process(svc: Services, raw: bytes | Inbound, source: str = "imap") -> 
         InboundMessage,
         id=new_id("inb"),
         message_id=mail.message_id,
+        digest=mail.digest,
         sender=mail.sender or None,
         subject=mail.subject or None,
         source=mail.source,
@@ -370,8 +413,11 @@ async def _refused(svc: Services, mail: Inbound, record: InboundMessage, exc: In
                 )
     except IntegrityError:
         return Outcome("duplicate", DuplicateMessageError.reason, None, f"{mail.message_id} was processed before")
-    if exc.notify and mail.request is not None and mail.sender:
-        await notices.explain_refusal(svc, mail.request, mail.sender, mail.message_id, exc.reason, exc.detail)
+    # Only someone who passed the sender checks is ever answered (no backscatter), at the address we hold.
+    if exc.notify and mail.request is not None and mail.recipient is not None and mail.extra.get("authenticated"):
+        await notices.explain_refusal(
+            svc, mail.request, mail.recipient.address, mail.message_id, exc.reason, exc.detail
+        )
     log.info("inbound %s from %s ignored: %s (%s)", mail.message_id, mail.sender, exc.reason, exc.detail)
     return Outcome("ignored", exc.reason, request_id, exc.detail)
 
@@ -444,17 +490,28 @@ def _option_named(request: Request, text: str) -> str | None:
 
 
 def auth_passes(headers: list[str], trusted: list[str], sender: str) -> bool:
-    """RFC 8601: an Authentication-Results header added by one of our trusted servers that says dmarc=pass, or
-    dkim=pass for a signature of the sender's own domain (header.d or header.i)."""
+    """RFC 8601: an Authentication-Results header added by one of our trusted servers that says dmarc=pass for
+    the sender's domain (header.from, when given, must be it), or dkim=pass for a signature of the sender's own
+    domain (header.d or header.i). Never raises: a malformed header is a header that proves nothing."""
     domain = sender.rpartition("@")[2].lower()
+    if not domain:
+        return False
     for header in headers:
-        authserv = header.strip().split(";", 1)[0].strip().split()[0].lower() if header.strip() else ""
-        if authserv not in trusted:
+        authserv, _, results = " ".join(header.split()).partition(";")
+        words = authserv.split()
+        if not words or words[0].lower() not in trusted:
             continue
-        if re.search(r"(?i)\bdmarc\s*=\s*pass\b", header):
-            return True
-        for match in re.finditer(r"(?i)\bdkim\s*=\s*pass\b[^;]*?\bheader\.[di]\s*=\s*@?([\w.-]+)", header):
-            if match.group(1).lower() == domain:
+        for resinfo in results.split(";"):
+            method = re.match(r"\s*(dmarc|dkim)\s*=\s*pass\b", resinfo, re.I)
+            if not method:
+                continue
+            props = {
+                k.lower(): v.lower() for k, v in re.findall(r"\b(header\.[a-z]+)\s*=\s*@?([^\s;]+)", resinfo, re.I)
+            }
+            if method.group(1).lower() == "dmarc":
+                if props.get("header.from", domain) == domain:
+                    return True
+            elif props.get("header.d") == domain or props.get("header.i", "").rpartition("@")[2] == domain:
                 return True
     return False
 

@@ -67,6 +67,18 @@ class PollerStatus:
     processed: int = 0
     last_error: str | None = None
     last_check: float | None = None  # time.time() when the mailbox was last read to the end
+    started: float = 0.0  # time.time() when the poller started: lag counts from here until a first read
+    login_refused: bool = False  # the server said NO to our login (a setting's fault, not the network's)
+    ever_connected: bool = False
+
+
+class LoginRefusedError(Exception):
+    """The IMAP server refused the login: the credentials (or the account) are wrong, not the network."""
+
+    def __init__(self, user: str, answer: str) -> None:
+        self.user = user
+        self.answer = answer
+        super().__init__(f"the IMAP server refused the login of {user!r} (GATEWAY_IMAP_USERNAME/PASSWORD): {answer}")
 
 
 class ConnectionLostError(Exception):
@@ -138,6 +150,7 @@ class ImapPoller:
         self.status = PollerStatus()
         self._lost = asyncio.Event()
         self._mail_reported = False  # the server told of new mail (an untagged EXISTS) since the last search
+        self._logged_in = False  # in the current session
         self.mailbox = self.settings.imap_mailbox
         self.part, self.parts = part
         if not 0 <= self.part < self.parts:
@@ -189,7 +202,13 @@ class ImapPoller:
         await timed(client.wait_hello_from_server(), self._lost)
         if s.imap_security == "starttls":
             await self.starttls(client, host)
-        ok(await timed(client.login(s.imap_username or "", s.imap_password or ""), self._lost), "LOGIN")
+        answer = await timed(client.login(s.imap_username or "", s.imap_password or ""), self._lost)
+        if answer.result != "OK":
+            text = b" ".join(x for x in answer.lines if isinstance(x, bytes))[:200].decode("utf-8", "replace")
+            self.status.login_refused = True
+            raise LoginRefusedError(s.imap_username or "", f"{answer.result} {text}".strip())
+        self.status.login_refused = False
+        self._logged_in = True
         return client
 
     def _watch_exists(self, client: aioimaplib.IMAP4) -> None:
@@ -223,22 +242,33 @@ class ImapPoller:
 
     # --- the loop ---------------------------------------------------------------------------------------
 
+    RETRY_FIRST = 1.0
+    RETRY_MAX = 60.0
+
     async def run(self) -> None:
-        delay = 1.0
+        """Sessions, one after another. The pause between them starts short again after every session that
+        logged in (a server restart costs a second or two), and doubles, up to RETRY_MAX, while the server
+        cannot be reached or refuses the login."""
+        self.status.started = self.status.started or time.time()
+        delay = self.RETRY_FIRST
         while True:
+            self._logged_in = False
             try:
                 await self.session()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # network, TLS, server or database: start over after a pause
                 self.status.connected = False
-                self.status.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("imap: %s; reconnecting in %.0f s", self.status.last_error, delay)
-            if self.status.processed or self.status.connected:
-                delay = 1.0  # the last session worked: retry soon
+                self.status.last_error = (
+                    str(exc) if isinstance(exc, LoginRefusedError) else f"{type(exc).__name__}: {exc}"
+                )[:300]
+            if self._logged_in:
+                delay = self.RETRY_FIRST
             self.status.connected = False
+            log.warning("imap: %s; reconnecting in %.0f s", self.status.last_error, delay)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 60.0)
+            if not self._logged_in:
+                delay = min(delay * 2, self.RETRY_MAX)
 
     async def session(self) -> None:
         client = await self.connect()
@@ -253,6 +283,7 @@ class ImapPoller:
                 await self.save_state(state)
             await self.ensure_processed_folder(client)
             self.status.connected = True
+            self.status.ever_connected = True
             self.status.last_error = None
             while True:
                 self._mail_reported = False

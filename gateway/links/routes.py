@@ -133,8 +133,8 @@ async def submit(
     decision: Annotated[str | None, Form()] = None,
     option: Annotated[str | None, Form()] = None,
     reject_option: Annotated[str | None, Form()] = None,
-    comment: Annotated[str | None, Form(max_length=20_000)] = None,
-    response: Annotated[str | None, Form(max_length=20_000)] = None,
+    comment: Annotated[str | None, Form()] = None,  # cut to service.MAX_COMMENT, as on every route
+    response: Annotated[str | None, Form()] = None,
     svc: Services = Depends(services),
 ) -> Response:
     try:

@@ -14,7 +14,7 @@ import hmac
 import time
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import SignatureExpired, URLSafeTimedSerializer
 
 LINK_SALT = "gateway.link.v1"
 CSRF_SALT = "gateway.csrf.v1"
@@ -59,11 +59,18 @@ class Signer:
         return self._link.dumps([recipient_id, int(exp)])
 
     def verify_link(self, token: str, now: float | None = None) -> LinkClaim:
+        """The claim of one of our links; TokenError (never anything else) for any other input."""
         try:
             payload = self._link.loads(token)
-        except BadSignature as exc:
+        except Exception as exc:  # BadSignature, and whatever a mangled token makes the decoder raise
             raise TokenError("link", "is not valid (it may have been cut or altered)") from exc
-        if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], str)):
+        if not (
+            isinstance(payload, list)
+            and len(payload) == 2
+            and isinstance(payload[0], str)
+            and isinstance(payload[1], int | float)
+            and not isinstance(payload[1], bool)
+        ):
             raise TokenError("link", "has an unexpected payload")
         recipient_id, exp = payload[0], float(payload[1])
         if (now or time.time()) > exp:
@@ -80,7 +87,7 @@ class Signer:
             value = self._csrf.loads(token, max_age=CSRF_MAX_AGE)
         except SignatureExpired as exc:
             raise TokenExpiredError("csrf", recipient_id) from exc
-        except BadSignature as exc:
+        except Exception as exc:
             raise TokenError("csrf", "is not valid") from exc
         if value != recipient_id:
             raise TokenError("csrf", "belongs to another link")
@@ -96,12 +103,14 @@ class Signer:
         return f"{body}-{self._reply_mac(self._keys[-1], body)}"
 
     def verify_reply(self, tag: str) -> str:
-        """The recipient id the tag names; TokenError when it is not ours."""
+        """The recipient id the tag names; TokenError (never anything else) when it is not ours."""
+        if not isinstance(tag, str) or not tag.isascii():  # ours are base32 and ids: ASCII
+            raise TokenError("reply", "is not valid")
         tag = tag.strip().lower()
         body, sep, mac = tag.rpartition("-")
-        if not sep or not body:
+        if not sep or not body or len(tag) > 200:
             raise TokenError("reply", "is not valid")
         for key in reversed(self._keys):
-            if hmac.compare_digest(mac, self._reply_mac(key, body)):
+            if hmac.compare_digest(mac.encode(), self._reply_mac(key, body).encode()):
                 return f"rcp_{body}"
         raise TokenError("reply", "is not valid")

@@ -13,6 +13,7 @@ from email.header import Header
 
 CRLF = "\r\n"
 MAX_HEADER_LINE = 78
+_BARE_ADDRESS_HEADERS = {"to", "cc"}
 
 
 class HeaderInjectionError(ValueError):
@@ -26,6 +27,8 @@ def header_value(name: str, value: str) -> str:
     if "\r" in value or "\n" in value:
         raise HeaderInjectionError(name)
     if not value.isascii():
+        if name.lower() in _BARE_ADDRESS_HEADERS and "@" in value and not any(c in value for c in ' <>",'):
+            return value  # an internationalised address (RFC 6532): UTF-8 as it is, sent with SMTPUTF8
         return Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
     if len(name) + 2 + len(value) <= MAX_HEADER_LINE:
         return value

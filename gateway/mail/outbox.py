@@ -25,7 +25,7 @@ from sqlmodel import col, func, select
 from gateway import audit
 from gateway.audit import event
 from gateway.mail.compose import ComposeError, compose_queued
-from gateway.mail.smtp import DeliveryError
+from gateway.mail.smtp import DeliveryError, ServerProblemError
 from gateway.models import OutboxMessage, UTCDateTime, utcnow
 from gateway.services import Services
 
@@ -105,6 +105,16 @@ class OutboxSender:
         self._recorder: asyncio.Task[None] | None = None
         self._recording = 0  # outcomes in the commit under way
         self._record_error: Exception | None = None
+        # The server's own problem (login refused, unreachable): named on /healthz, and while it lasts the
+        # batch's other mails wait with the one that met it instead of each trying the server again.
+        self.trouble: str | None = None
+        self._trouble_count = 0
+        self._trouble_until: datetime | None = None
+        # Claimed rows whose outcome is not committed yet: their lease is renewed while this sender lives, so
+        # the lease can be short (a dead sender's mail is taken over within seconds) and yet never run out
+        # under a live one, however slow its server.
+        self._held: set[str] = set()
+        self._renewer: asyncio.Task[None] | None = None
 
     def _mine(self) -> Any:
         kind = col(OutboxMessage.kind)
@@ -142,7 +152,33 @@ class OutboxSender:
             await conn.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(ids)).values(lease_until=lease))
             rows = (await session.exec(select(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))).all()
         by_id = {row.id: row for row in rows}
+        self._held.update(by_id)
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_leases(), name=f"{self.channel}-leases")
         return [by_id[i] for i in ids if i in by_id]
+
+    async def _renew_leases(self) -> None:
+        """Extend the lease of every held row, a third of a lease apart, until none is held."""
+        period = self.svc.settings.outbox_lease / 3
+        while self._held:
+            await asyncio.sleep(period)
+            held = list(self._held)
+            if not held:
+                return
+            try:
+                async with self.svc.db.write() as session:
+                    conn = await session.connection()
+                    until = utcnow() + timedelta(seconds=self.svc.settings.outbox_lease)
+                    await conn.execute(
+                        update(OutboxMessage)
+                        .where(col(OutboxMessage.id).in_(held), col(OutboxMessage.status) == "pending")
+                        .values(lease_until=until)
+                    )
+            except Exception:  # the lease may run out: at worst another sender sends it too (at least once)
+                log.warning("outbox: could not renew the lease of %d mail(s)", len(held), exc_info=True)
+
+    def _release(self, ids: Sequence[str]) -> None:
+        self._held.difference_update(ids)
 
     async def next_due_at(self) -> datetime | None:
         # Typed as the column is, so SQLite's untyped aggregate comes back as an aware datetime too.
@@ -162,9 +198,20 @@ class OutboxSender:
     async def attempt(self, mail: OutboxMessage, transport: Transport) -> Outcome:
         """Try once. Never raises: an unexpected error is a deferral like any other."""
         settings = self.svc.settings
+        if self._trouble_until is not None and utcnow() < self._trouble_until:
+            assert self.trouble is not None
+            return Outcome(mail.id, "pending", f"{self.channel}_deferred", self.trouble, self._trouble_until)
         try:
             await transport.send(mail)
+        except ServerProblemError as exc:  # never the mail's failure, however long it lasts
+            self._trouble_count += 1
+            delay = backoff(self._trouble_count, settings.outbox_backoff_base, min(settings.outbox_backoff_max, 300))
+            self.trouble = str(exc)
+            self._trouble_until = utcnow() + timedelta(seconds=delay)
+            log.warning("outbox: %s; mail held, trying again in %.0f s", exc, delay)
+            return Outcome(mail.id, "pending", f"{self.channel}_deferred", str(exc), self._trouble_until)
         except DeliveryError as exc:
+            self._clear_trouble()  # the server took us in; this is the mail's own problem
             attempts = mail.attempts + 1
             if exc.permanent or attempts >= settings.outbox_max_attempts:
                 log.warning("mail %s to %s failed: %s", mail.id, mail.rcpt_to, exc)
@@ -177,7 +224,13 @@ class OutboxSender:
             log.exception("outbox: unexpected error on %s; retrying later", mail.id)
             retry_at = utcnow() + timedelta(seconds=60)
             return Outcome(mail.id, "pending", f"{self.channel}_deferred", "internal error", retry_at)
+        self._clear_trouble()
         return Outcome(mail.id, "sent", f"{self.channel}_sent", None, mail.next_attempt_at)
+
+    def _clear_trouble(self) -> None:
+        if self.trouble is not None:
+            log.info("outbox: the %s server works again", self.channel)
+        self.trouble, self._trouble_count, self._trouble_until = None, 0, None
 
     async def record(self, outcomes: Sequence[tuple[OutboxMessage, Outcome, bool]]) -> None:
         """Outcomes, committed together: which of the rows are still pending (one SELECT; a row another sender
@@ -239,6 +292,8 @@ class OutboxSender:
         finally:
             with contextlib.suppress(Exception):  # what was sent is recorded even when the sender is stopped
                 await asyncio.shield(self._recorded())
+            self._held.clear()  # anything still claimed had no outcome (an error cut the batch short): let its
+            # lease run out, so it is tried again
 
     async def _send_lane(
         self, transport: Transport, mails: list[OutboxMessage], unwritable: dict[str, ComposeError], queued: set[str]
@@ -269,6 +324,7 @@ class OutboxSender:
                 self._record_error = exc
             finally:
                 self._recording = 0
+                self._release([m.id for m, _, _ in outcomes])
 
     async def _recorded(self) -> None:
         """Wait until every outcome so far is committed; raise the error of one that could not be."""
@@ -296,5 +352,7 @@ class OutboxSender:
                     async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
                         await wakeup.wait()
         finally:
+            if self._renewer is not None:
+                self._renewer.cancel()
             for transport in self.lanes:
                 await transport.close()

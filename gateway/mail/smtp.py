@@ -32,6 +32,12 @@ class PermanentDeliveryError(DeliveryError):
     permanent = True
 
 
+class ServerProblemError(TemporaryDeliveryError):
+    """The server, not the mail: it cannot be reached, refuses our login (535), TLS, or our sender address.
+    Never a mail's failure: the mail is held and tried again with backoff until the server (or the settings)
+    are fixed, and /healthz names the cause meanwhile."""
+
+
 def _by_code(code: int, reason: str) -> DeliveryError:
     return PermanentDeliveryError(reason, code) if 500 <= code < 600 else TemporaryDeliveryError(reason, code)
 
@@ -57,22 +63,47 @@ class SmtpTransport:
         if self._client is not None and self._client.is_connected:
             return self._client
         client = self._new_client()
+        where = f"{self._settings.smtp_host or '127.0.0.1'}:{self._settings.smtp_port_effective}"
         try:
             await client.connect()
+            if client.last_ehlo_response is None:  # learn the extensions (SMTPUTF8) before the first mail
+                await client.ehlo()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            client.close()
+            raise ServerProblemError(
+                f"the SMTP server {where} refused the login of GATEWAY_SMTP_USERNAME: {exc.message}", exc.code
+            ) from exc
         except aiosmtplib.SMTPResponseException as exc:
-            raise _by_code(exc.code, exc.message) from exc
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            raise TemporaryDeliveryError(f"cannot connect to the SMTP server: {exc}") from exc
+            client.close()
+            raise ServerProblemError(
+                f"the SMTP server {where} refused the connection: {exc.message}", exc.code
+            ) from exc
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            client.close()
+            raise ServerProblemError(f"cannot connect to the SMTP server {where}: {exc}") from exc
         self._client = client
         return client
 
     async def send(self, mail: OutboxMessage) -> None:
-        """Deliver one stored message; raises a DeliveryError subclass when it was not accepted."""
+        """Deliver one stored message; raises a DeliveryError subclass when it was not accepted.
+
+        A mail's failure is its own: after anything but a clean answer the connection is reset or dropped, so
+        the next mail never starts inside this one's half-finished transaction."""
         if mail.raw is None:
             raise PermanentDeliveryError("the message was never composed")
         client = await self._connected()
+        utf8 = not all(a.isascii() for a in (mail.mail_from, *mail.rcpt_to)) or not mail.raw.isascii()
+        options: list[str] = []
+        if utf8 and client.supports_extension("smtputf8"):
+            options.append("SMTPUTF8")
+        elif utf8 and not all(a.isascii() for a in (mail.mail_from, *mail.rcpt_to)):
+            raise PermanentDeliveryError(
+                f"{', '.join(mail.rcpt_to)}: the address needs SMTPUTF8, which the SMTP server does not offer"
+            )
         try:
-            errors, _ = await client.sendmail(mail.mail_from, mail.rcpt_to, mail.raw.encode("utf-8"))
+            errors, _ = await client.sendmail(
+                mail.mail_from, mail.rcpt_to, mail.raw.encode("utf-8"), mail_options=options
+            )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             await self._reset(client)
@@ -82,14 +113,27 @@ class SmtpTransport:
                 "; ".join(r.message for r in exc.recipients), codes[0] if codes else None
             ) from exc
         except aiosmtplib.SMTPServerDisconnected as exc:
-            self._client = None
+            await self.close()
             raise TemporaryDeliveryError(f"the SMTP server closed the connection: {exc}") from exc
+        except aiosmtplib.SMTPSenderRefused as exc:  # our MAIL FROM (or a login it wants): the settings' fault
+            await self._reset(client)
+            raise ServerProblemError(
+                f"the SMTP server refused the sender {mail.mail_from} (GATEWAY_FROM_ADDRESS, or its login):"
+                f" {exc.message}",
+                exc.code,
+            ) from exc
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(client)
             raise _by_code(exc.code, exc.message) from exc
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self.close()
             raise TemporaryDeliveryError(f"SMTP error: {exc}") from exc
+        except (ValueError, UnicodeError) as exc:  # an address or message the client refuses to put on the wire
+            await self.close()
+            raise PermanentDeliveryError(f"cannot be sent as written: {exc}") from exc
+        except BaseException:  # cancelled or a bug mid-transaction: never reuse this connection
+            self._drop()
+            raise
         if errors:
             # Some recipients refused: we send one recipient per message, so this is rare.
             code, message = next(iter(errors.values()))
@@ -109,3 +153,9 @@ class SmtpTransport:
                     await client.quit()
             except Exception:
                 client.close()
+
+    def _drop(self) -> None:
+        """Close at once, without QUIT (for a transaction cut short by a cancel or a bug)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
