@@ -67,7 +67,7 @@ def _body_parts(msg: Message) -> tuple[str | None, str | None]:
             continue
         if part.get_content_maintype() == "message":
             continue
-        disposition = (part.get("Content-Disposition") or "").lower()
+        disposition = _safe_header(part, "Content-Disposition").lower()
         if disposition.startswith("attachment"):
             continue
         ctype = part.get_content_type()

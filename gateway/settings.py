@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_security: Security = "starttls"
     smtp_timeout: float = 30.0
+    smtp_ca_file: Path | None = None  # a private CA that signed the SMTP server's certificate
     smtp_connections: int = 4  # mails sent at once, each over its own reused connection
     # The SMTP server accepts internationalised addresses (SMTPUTF8, RFC 6531): only then may an agent address a
     # mail to a local part with non-ASCII letters (bób@example.com); without it such an address is refused at

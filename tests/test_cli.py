@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.conftest import SmtpSink, free_port, links_in
-from tests.processes import DEV_KEY, clean_env, stop, wait_healthy
+from tests.processes import DEV_KEY, clean_env, gateway_process, stop, wait_healthy
 from tests.test_links_routes import csrf_from, form_url
 
 
@@ -145,13 +147,13 @@ def test_killed_between_commit_and_send_loses_nothing(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while not sink.received and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(1.0)
-        assert len(sink.received) == 1
-        rcpts, raw = sink.received[0]
-        assert rcpts == ["cfo@example.com"] and b"wire_money" in raw
+        assert sink.received, "the worker sent nothing"
     finally:
-        stop(worker)
+        stop(worker)  # a clean stop: whatever it was sending is finished and recorded by now
         sink.stop()
+    assert len(sink.received) == 1  # once: no sender runs any more, so this count is final
+    rcpts, raw = sink.received[0]
+    assert rcpts == ["cfo@example.com"] and b"wire_money" in raw
 
 
 def _first_mail(base: str) -> dict:
@@ -220,3 +222,140 @@ def test_parse_reply_command(tmp_path: Path) -> None:
         [sys.executable, "-m", "gateway", "parse-reply", str(tmp_path / "nope.eml")], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+# --- refusals: one line, exit 2, nothing created ----------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=clean_env(**env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _one_line_refusal(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_read_commands_never_create_a_database(tmp_path: Path) -> None:
+    for args in (["requests", "list"], ["audit", "verify"], ["keys", "list"], ["outbox", "list"]):
+        _one_line_refusal(_cli(*args, cwd=tmp_path), "no database at", "gateway.sqlite3")
+    _one_line_refusal(_cli("requests", "list", "--db", str(tmp_path / "elsewhere.db"), cwd=tmp_path), "elsewhere.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_commands_in_the_dev_folder_read_the_dev_database(tmp_path: Path) -> None:
+    port = free_port()
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "dev", "--port", str(port)],
+        env=clean_env(GATEWAY_DEV_API_KEY="my-team-dev-key"),  # any key without spaces
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, dev)
+        created = httpx.post(
+            f"{base}/v1/approvals",
+            headers={"Authorization": "Bearer my-team-dev-key"},
+            json={"fn": "ship_it", "kwargs": {}, "channel": {"email": {"to": ["me@example.com"]}}},
+        )
+        assert created.status_code == 201, created.text
+        listed = _cli("requests", "list", cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert created.json()["id"] in listed.stdout and "Traceback" not in listed.stderr
+        verified = _cli("audit", "verify", cwd=tmp_path)
+        assert verified.returncode == 0 and "intact" in verified.stdout
+        keys = _cli("keys", "list", cwd=tmp_path)
+        assert keys.returncode == 0 and "dev" in keys.stdout and "gateway-dev.sqlite3" in keys.stderr
+        busy = _cli("dev", "--port", str(port), cwd=tmp_path)  # the same port again
+        _one_line_refusal(busy, f"127.0.0.1:{port}", "in use")
+        assert "is running" not in busy.stdout and "API key" not in busy.stdout
+    finally:
+        stop(dev)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".sqlite3") == ["gateway-dev.sqlite3"]
+
+
+def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/gateway"
+    for args in (["keys", "list"], ["keys", "create", "x"], ["migrate"], ["requests", "list"]):
+        _one_line_refusal(_cli(*args, cwd=tmp_path, GATEWAY_DATABASE_URL=nowhere), "cannot use the database")
+    serve = _cli(
+        "serve",
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+        GATEWAY_DATABASE_URL=nowhere,
+        GATEWAY_SECRET_KEYS="s" * 20,
+        GATEWAY_PUBLIC_URL="http://127.0.0.1:1",
+        GATEWAY_FROM_ADDRESS="gw@example.test",
+        GATEWAY_SMTP_HOST="127.0.0.1",
+    )
+    _one_line_refusal(serve, "cannot use the database", "127.0.0.1")
+
+
+def test_a_refused_dev_key_is_one_line(tmp_path: Path) -> None:
+    _one_line_refusal(
+        _cli("dev", "--port", str(free_port()), cwd=tmp_path, GATEWAY_DEV_API_KEY="\x01bad"), "GATEWAY_DEV_API_KEY"
+    )
+
+
+def test_keys_revoked_from_the_command_line_stop_working_on_a_running_gateway(tmp_path: Path) -> None:
+    db = tmp_path / "keys.sqlite3"
+    created = _cli("keys", "create", "doomed", "--db", str(db), cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    port = free_port()
+    env = clean_env(GATEWAY_DEV_API_KEY=DEV_KEY)
+    with gateway_process(tmp_path, ["dev", "--port", str(port), "--db", str(db)], port, env) as (base, _):
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{base}/v1/approvals", headers=auth).status_code == 200
+        revoked = _cli("keys", "revoke", "doomed", "--db", str(db), cwd=tmp_path)
+        assert revoked.returncode == 0 and "revoked doomed" in revoked.stdout, revoked.stderr
+        started = time.monotonic()
+        while httpx.get(f"{base}/v1/approvals", headers=auth).status_code != 401:
+            assert time.monotonic() - started < 1.0, "the revoked key still works after a second"
+        listed = _cli("keys", "list", "--db", str(db), cwd=tmp_path).stdout
+        doomed = next(line for line in listed.splitlines() if line.startswith("doomed"))
+        assert doomed.split()[-1] != "-"  # its revoked column is filled in
+    _one_line_refusal(_cli("keys", "revoke", "nobody", "--db", str(db), cwd=tmp_path), "nobody")
+
+
+def test_log_lines_carry_a_timestamp_and_the_banner_follows_the_json_format(tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(GATEWAY_DEV_API_KEY=DEV_KEY, GATEWAY_LOG_FORMAT="json")
+    args = ["dev", "--port", str(port), "--db", str(tmp_path / "j.sqlite3")]
+    with gateway_process(tmp_path, args, port, env, "json.log"):
+        pass
+    lines = [line for line in (tmp_path / "json.log").read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is JSON, the banner included
+    assert any("gateway dev is running at" in r["message"] and DEV_KEY in r["message"] for r in records)
+    assert all(r["ts"] for r in records)
+    from gateway.cli import _logging
+
+    assert "%(asctime)s" in _log_format(_logging)
+
+
+def _log_format(setup: Any) -> str:
+    import logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = []
+    try:
+        setup()
+        return str(root.handlers[0].formatter._fmt)  # type: ignore[union-attr]
+    finally:
+        root.handlers = saved

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from unittest.mock import patch
 
+import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
@@ -23,7 +24,7 @@ from gateway.models import Event, OutboxMessage
 from gateway.runtime import Runtime
 from gateway.services import Services
 from gateway.settings import Settings
-from tests.conftest import Live, free_port, make_settings
+from tests.conftest import Live, free_port, make_settings, run_gateway
 
 
 @contextlib.asynccontextmanager
@@ -110,12 +111,20 @@ async def test_permanent_refusal_fails_and_is_recorded(live: Live) -> None:
         return "mail_failed" in await _events(live, approval["id"])
 
     await _until(failed)
-    await asyncio.sleep(0.6)  # a failed mail is not tried again
+    sink.mode = "accept"
+    later = await live.approval(call_id="later")  # the sender has run again once this one is delivered
+    await sink.wait_for(1)
+    await _until(lambda: _sent(live, later["id"]))
     types = await _events(live, approval["id"])
-    assert types.count("mail_failed") == 1 and "mail_deferred" not in types
+    assert types.count("mail_failed") == 1 and "mail_deferred" not in types  # a failed mail is not tried again
+    assert len(sink.received) == 1
     recipient = (await _approval_view(live, approval["id"]))["recipients"][0]
     assert recipient["mail_status"] == "failed"
     assert "550" in recipient["mail_error"]
+
+
+async def _sent(live: Live, approval_id: str) -> bool:
+    return "mail_sent" in await _events(live, approval_id)
 
 
 class FlakyTransport:
@@ -369,3 +378,127 @@ async def test_outcomes_that_cannot_be_committed_leave_the_mail_claimed_to_go_ou
         sender.record = real  # type: ignore[method-assign]
         assert await sender.run_once() == 2  # the lease ran out: they go out again (at least once)
         assert len(log) == 4 and {r.status for r in await _rows(svc)} == {"sent"}
+
+
+async def test_a_wrong_smtp_password_holds_the_mail_names_the_cause_and_sends_once_fixed(database_url: str) -> None:
+    """The issue's outage: a 535 used to fail the first mail for good with /healthz "ok". Now the mail waits,
+    /healthz says why, and the mail goes out once the password is right, once."""
+    from tests.test_smtp import PASSWORD, USER, _authenticate, smtp_server
+
+    with smtp_server(authenticator=_authenticate, auth_require_tls=False) as (smtp_port, server):
+        port = free_port()
+        settings = make_settings(
+            database_url, port, smtp_port, smtp_username=USER, smtp_password="wrong", outbox_max_attempts=2
+        )
+        async with run_gateway(settings, port) as svc:
+            _, key = await create_key(svc.db, "agent")
+            auth = {"Authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as client:
+                body = {"fn": "f", "kwargs": {}, "channel": {"email": {"to": ["a@example.com"]}}}
+                created = (await client.post("/v1/approvals", json=body)).json()
+
+                async def deferred_past_max_attempts() -> bool:
+                    types = [e["type"] for e in (await client.get(f"/v1/approvals/{created['id']}/events")).json()]
+                    return types.count("mail_deferred") >= 3
+
+                await _until(deferred_past_max_attempts, timeout=20)  # more tries than max_attempts allows
+                health = (await client.get("/healthz")).json()
+                assert health["status"] == "degraded"
+                held = [p for p in health["problems"] if p.startswith("mail held: ")]
+                assert len(held) == 1 and "refused the login of GATEWAY_SMTP_USERNAME" in held[0], health
+                mail = (await client.get(f"/v1/approvals/{created['id']}")).json()["recipients"][0]
+                assert mail["mail_status"] == "pending"  # held, not failed
+
+                svc.settings.smtp_password = PASSWORD  # the operator fixes it
+                svc.wake_outbox(webhooks=False)
+                for _ in range(200):
+                    if server.accepted:
+                        break
+                    await asyncio.sleep(0.05)
+                assert [rcpt for _, rcpt, _, _ in server.accepted] == [["a@example.com"]]
+
+                async def healthy() -> bool:
+                    return (await client.get("/healthz")).json()["status"] == "ok"
+
+                await _until(healthy)
+
+
+async def test_the_operator_sends_failed_mail_again(live: Live) -> None:
+    from gateway.mail import operator
+
+    sink = live.sink
+    assert sink is not None
+    sink.mode = "permfail"
+    approval = await live.approval()
+    await _until(lambda: _failed(live, approval["id"]))
+    failed = await operator.list_mail(live.services.db, "failed", 10)
+    assert [m.request_id for m in failed] == [approval["id"]]
+    sink.mode = "accept"
+    assert await operator.retry_failed(live.services.db, [failed[0].id]) == 1
+    live.services.wake_outbox(webhooks=False)  # the CLI wakes other processes; here the sender is in this one
+    await sink.wait_for(1)
+    types = await _events(live, approval["id"])
+    assert types.count("mail_requeued") == 1 and types[-1] == "mail_sent"
+    assert await operator.retry_failed(live.services.db, None) == 0  # nothing failed any more
+
+
+async def _failed(live: Live, approval_id: str) -> bool:
+    return "mail_failed" in await _events(live, approval_id)
+
+
+async def test_a_live_sender_keeps_its_lease_and_a_dead_ones_mail_is_taken_within_the_lease(
+    database_url: str,
+) -> None:
+    """Leases are short and renewed: a slow send outlives several lease lengths without another sender taking
+    its mail; a sender that stops renewing (its process died) loses the mail to another within one lease."""
+    settings = make_settings(database_url, free_port(), free_port(), outbox_lease=0.6)
+    async with agent_runtime(settings, workers=False) as (svc, who):
+        await _queue(svc, who, ["slow@x.test"])
+        gate = asyncio.Event()
+        sent: list[str] = []
+
+        class Stuck:
+            async def send(self, mail: OutboxMessage) -> None:
+                await gate.wait()
+                sent.append("first")
+
+            async def close(self) -> None:
+                pass
+
+        class Quick:
+            async def send(self, mail: OutboxMessage) -> None:
+                sent.append("second")
+
+            async def close(self) -> None:
+                pass
+
+        first = OutboxSender(svc, Stuck())
+        running = asyncio.create_task(first.run_once())
+        await _until(lambda: _all_leased(svc))
+        other = OutboxSender(svc, Quick())
+        for _ in range(4):  # two lease lengths: the first sender renews, the second finds nothing to take
+            await asyncio.sleep(0.3)
+            assert await other.run_once() == 0
+        gate.set()
+        assert await running == 1 and sent == ["first"]
+
+        await _queue(svc, who, ["dead@x.test"])
+        gate.clear()
+        dying = OutboxSender(svc, Stuck())
+        doomed = asyncio.create_task(dying.run_once())
+        await _until(lambda: _all_leased(svc))
+        assert dying._renewer is not None
+        dying._renewer.cancel()  # as when its process dies: no more renewals
+        started = asyncio.get_running_loop().time()
+        for _ in range(100):
+            if await other.run_once():
+                break
+            await asyncio.sleep(0.05)
+        waited = asyncio.get_running_loop().time() - started
+        assert sent == ["first", "second"] and waited < 0.6 + 0.5
+        doomed.cancel()
+
+
+async def _all_leased(svc: Services) -> bool:
+    rows = [r for r in await _rows(svc) if r.status == "pending"]
+    return bool(rows) and all(r.lease_until is not None for r in rows)

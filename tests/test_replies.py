@@ -8,7 +8,10 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from gateway import replies
 from gateway.replies import automated_kind, extract_reply, html_to_text, parse_decision
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
@@ -231,3 +234,95 @@ def test_a_reply_starting_like_an_attribution_word_is_kept(first: str) -> None:
     # line and then the real attribution is the reply itself.
     body = f"{first}\n\nOn Mon, Jan 1, 2026 at 10:00 AM Bob <bob@example.com> wrote:\n> Approve sending it?\n"
     assert extract_reply(body) == first
+
+
+# --- never an exception (Hypothesis): arbitrary bytes, MIME trees, headers and charsets ----------------------
+
+_CHARSETS = st.sampled_from(
+    ["utf-8", "iso-8859-1", "windows-1252", "us-ascii", "big5", "utf-16", "utf\x00-8", "x-unknown", "", "ut f8", "é"]
+)
+_CTES = st.sampled_from(["7bit", "8bit", "quoted-printable", "base64", "x-uuencode", "binary", "bogus", ""])
+_CTYPES = st.sampled_from(["text/plain", "text/html", "message/rfc822", "message/delivery-status", "application/pdf"])
+_HEADER_NAMES = st.sampled_from(
+    [
+        "Subject",
+        "From",
+        "To",
+        "Cc",
+        "Auto-Submitted",
+        "Precedence",
+        "Return-Path",
+        "X-Autoreply",
+        "Content-Type",
+        "Content-Disposition",
+        "Message-ID",
+        "X-Failed-Recipients",
+        "List-Id",
+        "Reply-To",
+    ]
+)
+_HEADER_VALUES = st.one_of(
+    st.text(max_size=80).map(lambda t: t.replace("\r", " ").replace("\n", " ")),
+    st.sampled_from(["=?utf-8?q?=FF=FE?=", "=?bogus?b?!!!?=", "=?utf-8?b?", "<>", "auto-replied", ";;;", "\x00"]),
+)
+
+
+@st.composite
+def mime_trees(draw: st.DrawFn, depth: int = 0) -> bytes:
+    """A message as a client, a bounce or a broken robot might write it: any nesting, any charset label, any
+    transfer encoding, bodies of any bytes, headers of any text."""
+    headers = [f"{n}: {v}" for n, v in draw(st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=6))]
+    if depth < 3 and draw(st.booleans()):
+        boundary = "b" + str(depth)
+        parts = draw(st.lists(mime_trees(depth + 1), min_size=0, max_size=3))
+        subtype = draw(st.sampled_from(["mixed", "alternative", "report", "related"]))
+        head = [*headers, f'Content-Type: multipart/{subtype}; boundary="{boundary}"']
+        body = b"".join(b"--" + boundary.encode() + b"\r\n" + p + b"\r\n" for p in parts)
+        if draw(st.booleans()):
+            body += b"--" + boundary.encode() + b"--\r\n"
+        return "\r\n".join(head).encode("utf-8", "surrogatepass") + b"\r\n\r\n" + body
+    ctype, charset, cte = draw(_CTYPES), draw(_CHARSETS), draw(_CTES)
+    head = [*headers, f'Content-Type: {ctype}; charset="{charset}"', f"Content-Transfer-Encoding: {cte}"]
+    body = draw(
+        st.one_of(st.binary(max_size=300), st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")))
+    )
+    return "\r\n".join(head).encode("utf-8", "surrogatepass") + b"\r\n\r\n" + body
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mime_trees())
+def test_the_reply_functions_never_raise_on_any_mime_tree(raw: bytes) -> None:
+    # The readers themselves, not only the public functions (whose last resort would hide a reader's fault).
+    parsed = replies.parse_message(raw)
+    assert isinstance(replies._extract_reply(parsed, html=False), str)
+    assert replies._automated_kind(parsed) in (None, "auto_reply", "bounce")
+    text = extract_reply(raw)
+    assert isinstance(text, str)
+    assert automated_kind(raw) in (None, "auto_reply", "bounce")
+    decision, comment = parse_decision(text)
+    assert decision in ("approve", "reject") and isinstance(comment, str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_the_reply_functions_never_raise_on_any_bytes(raw: bytes) -> None:
+    assert isinstance(extract_reply(raw), str)
+    assert automated_kind(raw) in (None, "auto_reply", "bounce")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=2000), st.booleans())
+def test_the_reply_functions_never_raise_on_any_text(text: str, html: bool) -> None:
+    assert isinstance(extract_reply(text, html=html), str)
+    decision, comment = parse_decision(text)
+    assert decision in ("approve", "reject")
+    if decision == "reject":
+        assert comment == text.strip()  # a rejection keeps all of the new text: the agent's feedback
+
+
+def test_a_nul_in_a_charset_name_still_gives_the_text() -> None:
+    raw = (
+        b'From: a@example.com\r\nContent-Type: text/plain; charset="utf\x00-8"\r\n'
+        b"Content-Transfer-Encoding: 8bit\r\n\r\nNein, zu teuer: nur die H\xe4lfte.\r\n"
+    )
+    assert extract_reply(raw) == "Nein, zu teuer: nur die Hälfte."

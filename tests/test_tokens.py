@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.links.tokens import Signer, TokenError, TokenExpiredError
 
@@ -83,3 +86,48 @@ def test_reply_tag_survives_case_folding_and_fits_a_local_part() -> None:
         Signer([KEY_B], 3600).verify_reply(tag)
     with pytest.raises(TokenError):
         signer.verify_reply("nonsense")
+
+
+# --- never anything but TokenError (Hypothesis) ---------------------------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=300))
+def test_the_verifiers_raise_only_token_errors_on_any_text(text: str) -> None:
+    signer = Signer([KEY_A, KEY_B], 3600)
+    for verify in (signer.verify_link, signer.verify_reply, lambda t: signer.verify_csrf(t, "rcp_x")):
+        with contextlib.suppress(TokenError):
+            verify(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.integers(min_value=0, max_value=80))
+def test_a_tampered_reply_tag_is_refused_not_crashed(insert: str, at: int) -> None:
+    signer = Signer([KEY_A], 3600)
+    tag = signer.sign_reply("rcp_abcdefgh")
+    at = min(at, len(tag))
+    tampered = tag[:at] + insert + tag[at:]
+    try:
+        found = signer.verify_reply(tampered)
+    except TokenError:
+        return
+    assert found == "rcp_abcdefgh" and tampered.strip().lower() == tag  # only case and edge whitespace may differ
+
+
+def test_a_non_ascii_reply_tag_is_a_token_error() -> None:
+    signer = Signer([KEY_A], 3600)
+    for tag in ("abc-ünï", "ünï-" + signer.sign_reply("rcp_x").split("-")[1], "\x00-\x00"):
+        with pytest.raises(TokenError):
+            signer.verify_reply(tag)
+
+
+def test_a_signed_link_with_an_odd_payload_is_refused() -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    from gateway.links.tokens import LINK_SALT
+
+    forge = URLSafeTimedSerializer([KEY_A], salt=LINK_SALT)  # as if a key had signed something else
+    signer = Signer([KEY_A], 3600)
+    for payload in (["rcp_x", "soon"], ["rcp_x", None], ["rcp_x", True], {"a": 1}, ["rcp_x"], "rcp_x"):
+        with pytest.raises(TokenError):
+            signer.verify_link(forge.dumps(payload))

@@ -57,6 +57,7 @@ class SmtpTransport:
             use_tls=s.smtp_security == "tls",
             start_tls=s.smtp_security == "starttls",
             timeout=s.smtp_timeout,
+            cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
         )
 
     async def _connected(self) -> aiosmtplib.SMTP:
