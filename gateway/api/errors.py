@@ -73,6 +73,10 @@ def install(app: FastAPI) -> None:
                 return Response(status_code=204, headers=headers)
             message = f"{request.method} is not allowed here; use {' or '.join(allow)}"
             return error_response(405, "method_not_allowed", message, headers)
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):  # the contract: bad input is a 422
+            return error_response(
+                422, "invalid_request", "the body is not valid JSON (send Content-Type: application/json)"
+            )
         code = _HTTP_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail), headers)
 

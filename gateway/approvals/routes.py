@@ -3,7 +3,7 @@
 import asyncio
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
@@ -106,8 +106,10 @@ def _register(
     ) -> Any:
         return as_json(present(await wait_for_decision(svc, who, kind, request_id, wait)))
 
+    status_type = Literal[tuple(sorted(statuses))]  # type: ignore[valid-type]  # typed in the OpenAPI as an enum
+
     async def listing(
-        status: str | None = Query(None, description="Only requests in this status."),
+        status: status_type | None = Query(None, description="Only requests in this status."),  # type: ignore[valid-type]
         run_id: str | None = Query(None, max_length=200),
         call_id: str | None = Query(None, max_length=200),
         recipient: str | None = Query(None, max_length=320, description="Only requests sent to this address."),
