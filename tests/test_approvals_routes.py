@@ -133,6 +133,14 @@ async def test_a_question_id_is_not_an_approval(live: Live) -> None:
         ({"fn": "", "channel": {"email": {"to": ["a@example.com"]}}}, "fn"),
         ({"fn": "x", "channel": {"email": {"to": []}}}, "to"),
         ({"fn": "x", "channel": {"email": {"to": ["not-an-address"]}}}, "not an email address"),
+        ({"fn": "x", "channel": {"email": {"to": ["a@b..com"]}}}, "not an email address"),  # once a 500
+        ({"fn": "x", "channel": {"email": {"to": ["a@example.com"], "cc": ["a@b..com"]}}}, "cc"),
+        ({"fn": "x", "channel": {"email": {"to": ['"a b"@x.com']}}}, "not an email address"),
+        ({"fn": "x", "channel": {"email": {"to": ["bób@example.com"]}}}, "SMTPUTF8"),  # not accepted, then lost
+        (
+            {"fn": "x", "channel": {"email": {"to": ["a@example.com"]}}, "escalation": {"after": 5, "to": "é@x.com"}},
+            "SMTPUTF8",
+        ),
         ({"fn": "x", "channel": {"email": {"to": ["a@example.com\nBcc: evil@x.com"]}}}, "single line"),
         ({"fn": "x", "channel": {"email": {"to": ["a@example.com"], "subject": "a\r\nBcc: x@y.z"}}}, "single line"),
         ({"fn": "x", "channel": {"email": {"to": ["a@example.com"]}}, "policy": {"quorum": 2}}, "quorum"),
@@ -193,6 +201,52 @@ async def test_question_validation(live: Live) -> None:
     r = await live.client.post("/v1/questions", json={"message": "", "channel": {"email": {"to": ["a@example.com"]}}})
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_request"
+    for to, cc in ((["a@b..com"], []), (["a@example.com"], ["x@-y.com"])):
+        body = {"message": "Which?", "channel": {"email": {"to": to, "cc": cc}}}
+        r = await live.client.post("/v1/questions", json=body)
+        assert r.status_code == 422 and "not an email address" in r.json()["error"]["message"]
+
+
+async def test_an_international_address_is_taken_when_the_smtp_server_can(live: Live) -> None:
+    live.services.settings.smtp_utf8 = True  # the test SMTP server (aiosmtpd) offers SMTPUTF8
+    approval = await live.approval(channel={"email": {"to": ["bób@bücher.de"]}})
+    assert approval["recipients"][0]["address"] == "bób@xn--bcher-kva.de"
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    assert live.sink.received[0][0] == ["bób@xn--bcher-kva.de"]  # type: ignore[union-attr]
+    assert str(mail["To"]) == "bób@xn--bcher-kva.de"
+
+
+async def test_a_restarted_agent_resumes_by_call_id_under_a_new_run_id(live: Live) -> None:
+    """The client sends a fresh run id per process; the call is the same call (200, one mail)."""
+    first = await live.approval(call_id="resume-me", run_id="run-before-restart")
+    again = await live.client.post(
+        "/v1/approvals",
+        json={
+            "fn": "send_email",
+            "kwargs": {"to": "ceo@example.com", "subject": "Q3 numbers"},
+            "channel": {"email": {"to": ["alice@example.com"]}},
+            "call_id": "resume-me",
+            "run_id": "run-after-restart",
+        },
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first["id"] and again.json()["run_id"] == "run-before-restart"
+    async with live.services.db.read() as session:
+        from sqlmodel import select
+
+        from gateway.models import OutboxMessage
+
+        assert len((await session.exec(select(OutboxMessage))).all()) == 1  # one mail, not a second
+
+
+async def test_options_names_every_method_of_a_path(live: Live) -> None:
+    response = await live.client.options("/v1/approvals")
+    assert response.status_code == 204
+    assert {m.strip() for m in response.headers["allow"].split(",")} >= {"GET", "POST", "OPTIONS"}
+    wrong = await live.client.delete("/v1/approvals")
+    assert wrong.status_code == 405 and "POST" in wrong.headers["allow"] and "GET" in wrong.headers["allow"]
+    one = await live.client.options("/v1/approvals/apr_x/cancel")
+    assert one.status_code == 204 and "POST" in one.headers["allow"] and "GET" not in one.headers["allow"]
 
 
 @pytest.mark.parametrize("header", [None, "Bearer nope", "Basic abc", "Bearer gw_aaaaaaaa_bbbbbbbbbbbbbbbbbbbbbb"])

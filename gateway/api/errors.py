@@ -86,15 +86,17 @@ def install(app: FastAPI) -> None:
         return error_response(500, "internal_error", "the gateway hit an unexpected error; it has been logged")
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**scope, "method": "GET"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    if "GET" in methods:
-        methods.add("HEAD")
-    return sorted(methods | {"OPTIONS"})
+    """Every method some route serves at this path (asked of the router itself, so included routers count)."""
+    found = {
+        method
+        for method in _METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)
+    }
+    return sorted(found | {"OPTIONS"})
 
 
 class BodyLimit:
