@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from email.message import EmailMessage
 from typing import Any
@@ -213,6 +214,8 @@ async def test_connection_security_modes(database_url: str, smtp_sink: Any, dove
     try:
         client = await ImapPoller(svc).connect()
         assert client.get_state() == "AUTH"
+        encrypted = client.protocol.transport.get_extra_info("ssl_object") is not None
+        assert encrypted == (security != "none")  # the mode is what is on the wire, not only a login
         await client.logout()
     finally:
         await runtime.stop()
@@ -360,3 +363,77 @@ def test_part_of_is_stable_and_ignores_case() -> None:
 
     assert part_of("Alice@Example.com", 3) == part_of("alice@example.com", 3)
     assert {part_of(f"p{n}@x.test", 4) for n in range(40)} == {0, 1, 2, 3}
+
+
+async def test_a_refused_login_is_named_and_retried_with_growing_pauses(
+    database_url: str, smtp_sink: Any, dovecot: Any
+) -> None:
+    from gateway import observability
+    from gateway.runtime import Runtime
+    from tests.conftest import free_port
+
+    settings = make_settings(database_url, free_port(), smtp_sink.port, **imap_settings(dovecot, imap_password="wrong"))
+    runtime = Runtime(settings, workers=False)
+    await runtime.start()
+    try:
+        runtime.poller = poller = ImapPoller(runtime.services)  # type: ignore[arg-type]
+        pauses: list[float] = []
+
+        async def pause(seconds: float) -> None:
+            pauses.append(seconds)
+            if len(pauses) == 5:
+                raise asyncio.CancelledError
+
+        poller._pause = pause  # type: ignore[method-assign]
+        with pytest.raises(asyncio.CancelledError):
+            await poller.run()
+        assert poller.status.login_refused and not poller.status.ever_connected
+        assert "refused the login" in (poller.status.last_error or "")
+        assert all(later > earlier for earlier, later in itertools.pairwise(pauses))  # backing off
+        status, health = await observability.health(runtime)
+        assert status == 200 and health["status"] == "degraded"
+        assert any(p.startswith("the IMAP poller cannot log in") for p in health["problems"]), health
+        assert "lost its mailbox" not in " ".join(health["problems"])
+        assert health["poller"]["lag_seconds"] > 0  # from its start: it has never read the mailbox
+    finally:
+        runtime.poller = None
+        await runtime.stop()
+
+
+async def test_the_pause_starts_short_again_after_every_good_login(
+    database_url: str, smtp_sink: Any, dovecot: Any
+) -> None:
+    """A session that logged in and then lost the server (a Dovecot restart) retries at once; one that cannot
+    reach it backs off, up to the cap, and not for ever at 2 s (the old reset counted messages, not logins)."""
+    from gateway.runtime import Runtime
+    from tests.conftest import free_port
+
+    runtime = Runtime(make_settings(database_url, free_port(), smtp_sink.port, **imap_settings(dovecot)), workers=False)
+    svc = await runtime.start()
+    try:
+        poller = ImapPoller(svc)
+        poller.status.processed = 7  # it has read mail before: that alone must not keep the pause short
+        script = ["fail", "fail", "fail", "login", "fail", "fail"] + ["fail"] * 8
+        pauses: list[float] = []
+
+        async def session() -> None:
+            step = script[len(pauses)]
+            if step == "login":
+                poller._logged_in = True
+            raise ConnectionError(step)
+
+        async def pause(seconds: float) -> None:
+            pauses.append(seconds)
+            if len(pauses) == len(script):
+                raise asyncio.CancelledError
+
+        poller.session = session  # type: ignore[method-assign]
+        poller._pause = pause  # type: ignore[method-assign]
+        with pytest.raises(asyncio.CancelledError):
+            await poller.run()
+        base = [p / ImapPoller.RETRY_FIRST for p in pauses]
+        assert base[0] < 1.25 and 1.5 < base[1] < 2.5 and 3 < base[2] < 5  # doubling while refused
+        assert base[3] < 1.25 and base[4] < 1.25 and 1.5 < base[5] < 2.5  # short again after a login
+        assert max(pauses) <= ImapPoller.RETRY_MAX * 1.2 and pauses[-1] > ImapPoller.RETRY_MAX * 0.7  # capped
+    finally:
+        await runtime.stop()

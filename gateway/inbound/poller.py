@@ -151,6 +151,7 @@ class ImapPoller:
         self._lost = asyncio.Event()
         self._mail_reported = False  # the server told of new mail (an untagged EXISTS) since the last search
         self._logged_in = False  # in the current session
+        self._pause = asyncio.sleep  # between sessions (a test counts the pauses instead of waiting them out)
         self.mailbox = self.settings.imap_mailbox
         self.part, self.parts = part
         if not 0 <= self.part < self.parts:
@@ -266,7 +267,7 @@ class ImapPoller:
                 delay = self.RETRY_FIRST
             self.status.connected = False
             log.warning("imap: %s; reconnecting in %.0f s", self.status.last_error, delay)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            await self._pause(delay * random.uniform(0.8, 1.2))
             if not self._logged_in:
                 delay = min(delay * 2, self.RETRY_MAX)
 
