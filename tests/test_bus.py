@@ -107,14 +107,17 @@ async def socket_buses(directory: Any, count: int = 2) -> AsyncIterator[list[tup
 
 
 async def test_socket_bus_signals_reach_every_other_process_not_the_sender(tmp_path: Any) -> None:
-    async with socket_buses(tmp_path / "db-gateway", 3) as [(a, a_in), (_b, b_in), (_c, c_in)]:
+    async with socket_buses(tmp_path / "db-gateway", 3) as [(a, a_in), (b, b_in), (_c, c_in)]:
         a.publish(REQUEST, "apr_123")
         a.publish(OUTBOX)
         for inbox in (b_in, c_in):
             await inbox.wait_for((REQUEST, "apr_123"))
             await inbox.wait_for((OUTBOX, None))
-        await asyncio.sleep(0.1)
-        assert a_in.got == []
+        # A barrier instead of a pause: A's pump sent its batch before B had it, and B's answer reaches A only
+        # after; had A sent its own signals to itself, they would be in its inbox before B's.
+        b.publish(REQUEST, "apr_from_b")
+        await a_in.wait_for((REQUEST, "apr_from_b"))
+        assert a_in.got == [(REQUEST, "apr_from_b")]
 
 
 async def test_socket_bus_finds_a_process_that_starts_later_and_forgets_one_that_stopped(tmp_path: Any) -> None:
@@ -128,7 +131,20 @@ async def test_socket_bus_finds_a_process_that_starts_later_and_forgets_one_that
         await late.stop()
         assert sorted(p.name for p in directory.iterdir()) == [a.name]  # a stop removes its socket
         a.publish(REQUEST, "apr_after")  # nobody else: nothing to do, and no error
-        await asyncio.sleep(0.05)
+        for _ in range(200):
+            if a._queue.empty():
+                break
+            await asyncio.sleep(0.01)
+        assert a._queue.empty() and a._task is not None and not a._task.done()  # sent to nobody, pump alive
+        again_in = Inbox()
+        again = SocketBus(directory, again_in.deliver)
+        await again.start()
+        try:
+            a.publish(REQUEST, "apr_again")
+            await again_in.wait_for((REQUEST, "apr_again"))  # and it still reaches whoever comes next
+            assert (REQUEST, "apr_after") not in again_in.got
+        finally:
+            await again.stop()
 
 
 async def test_socket_bus_removes_the_socket_of_a_process_that_died(tmp_path: Any) -> None:
@@ -143,7 +159,10 @@ async def test_socket_bus_removes_the_socket_of_a_process_that_died(tmp_path: An
         s.close()
         a.publish(REQUEST, "apr_1")
         await b_in.wait_for((REQUEST, "apr_1"))
-        await asyncio.sleep(0.05)
+        for _ in range(200):
+            if not dead.exists():
+                break
+            await asyncio.sleep(0.01)
         assert not dead.exists()
         assert b.name in {p.name for p in directory.iterdir()}
 
