@@ -4,6 +4,7 @@ notices everyone gets (a confirmation for the one who answered, a word to the ot
 from __future__ import annotations
 
 import asyncio
+import re
 from email.message import EmailMessage
 from typing import Any
 
@@ -110,9 +111,12 @@ async def test_quorum_decides_at_n_and_rejects_when_out_of_reach(live: Live) -> 
     assert (done["status"], done["decided_by"]) == ("rejected", "carol@example.com")
 
 
-async def opened_link(mail: EmailMessage, decision: str, comment: str = "") -> Any:
-    """A link's page opened now; returns the form's POST, to be sent later (so several land at once)."""
+async def opened_link(mail: EmailMessage, decision: str, comment: str = "", on: str | None = None) -> Any:
+    """A link's page opened now (on the server at ``on``, a replica, when given); returns the form's POST, to be
+    sent later (so several land at once)."""
     link = link_ending(mail, f"/{decision}")
+    if on is not None:
+        link = re.sub(r"^https?://[^/]+", on, link)
     browser = httpx.AsyncClient()
     page = await browser.get(link)
     fields = {"csrf_token": csrf_from(page.text), "decision": decision, "comment": comment}

@@ -178,3 +178,42 @@ async def _until_status(
 async def _health(base: str) -> dict[str, Any]:
     async with httpx.AsyncClient() as client:
         return (await client.get(f"{base}/healthz")).json()  # type: ignore[no-any-return]
+
+
+async def test_the_same_request_answered_at_once_through_both_replicas(
+    tmp_path: Path, pg: tuple[str, str], smtp_sink: SmtpSink, dovecot: Any
+) -> None:
+    """Three approvers of one request (policy any) answer together: a link POST on replica A, one on replica B,
+    and a reply in the mailbox (read by whichever replica leads the poller). Exactly one decision; every answer
+    kept, the later ones as late."""
+    from tests.test_approvals_service import opened_link
+
+    url, key = pg
+    extra = {**imap_settings(dovecot), "leader_retry": 0.5}
+    auth = {"Authorization": f"Bearer {key}"}
+    team = ["alice@example.com", "bob@example.com", "carol@example.com"]
+    with (
+        replica(tmp_path, url, smtp_sink.port, "a", **extra) as (a, _),
+        replica(tmp_path, url, smtp_sink.port, "b", **extra) as (b, _),
+    ):
+        async with httpx.AsyncClient(headers=auth, timeout=30) as client:
+            for round_ in range(3):
+                body = {**BODY, "channel": {"email": {"to": team}}, "call_id": f"race-{round_}"}
+                created = (await client.post(f"{a}/v1/approvals", json=body)).json()
+                mails = {p: await request_mail_to(smtp_sink, created["id"], p) for p in team}
+                alice = await opened_link(mails["alice@example.com"], "approve", on=a)
+                bob = await opened_link(mails["bob@example.com"], "reject", "no", on=b)
+                reply = mailclients.gmail(mails["carol@example.com"], "approve")
+                results = await asyncio.gather(alice(), bob(), asyncio.to_thread(dovecot.append, reply))
+                assert results[:2] == [303, 303]
+                for _ in range(200):  # the reply is read by the poller in its own time
+                    done = (await client.get(f"{b}/v1/approvals/{created['id']}")).json()
+                    if len(done["responses"]) == 3:
+                        break
+                    await asyncio.sleep(0.05)
+                assert len(done["responses"]) == 3, done["responses"]
+                events = (await client.get(f"{a}/v1/approvals/{created['id']}/events")).json()
+                assert [e["type"] for e in events].count("decided") == 1
+                assert sum(not r["late"] for r in done["responses"]) == 1  # policy any: one answer counted
+                counted = next(r for r in done["responses"] if not r["late"])
+                assert counted["approver"] == done["decided_by"] and done["status"] in ("approved", "rejected")

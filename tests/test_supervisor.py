@@ -184,3 +184,34 @@ def test_the_workers_are_shared_out_and_at_most_four_processes_read_the_mailbox(
         ["--no-workers"],
     ]
     assert roles(3, workers=False) == [["--no-workers"]] * 3
+
+
+async def test_answers_racing_through_both_processes_give_one_decision(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """`serve --processes 2` on one SQLite file: two approvers' forms posted at once, one through each process
+    (a third through whichever the kernel picks). Exactly one decision; every answer kept."""
+    team = ["alice@example.com", "bob@example.com", "carol@example.com"]
+    with supervised(tmp_path, smtp_sink.port) as (base, key, _):
+        async with one_connection_to_each(base, key) as (first, second):
+            third = httpx.AsyncClient(base_url=base, timeout=30)
+            try:
+                for round_ in range(3):
+                    body = {**BODY, "channel": {"email": {"to": team}}, "call_id": f"race-{round_}"}
+                    created = (await first.post("/v1/approvals", json=body)).json()
+                    forms = []
+                    for person, client, decision in zip(
+                        team, (first, second, third), ("approve", "reject", "approve"), strict=True
+                    ):
+                        mail = await request_mail_to(smtp_sink, created["id"], person)
+                        link = link_ending(mail, f"/{decision}").removeprefix(base)
+                        page = await client.get(link)
+                        fields = {"csrf_token": csrf_from(page.text), "decision": decision}
+                        forms.append(client.post(form_url(link), data=fields))
+                    results = await asyncio.gather(*forms)
+                    assert [r.status_code for r in results] == [303, 303, 303]
+                    done = (await second.get(f"/v1/approvals/{created['id']}")).json()
+                    events = (await first.get(f"/v1/approvals/{created['id']}/events")).json()
+                    assert [e["type"] for e in events].count("decided") == 1
+                    assert len(done["responses"]) == 3 and sum(not r["late"] for r in done["responses"]) == 1
+                    assert done["status"] in ("approved", "rejected")
+            finally:
+                await third.aclose()
