@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.certs import self_signed
+
 USER = "gateway"
 PASSWORD = "secret-imap-password"
 
@@ -108,30 +110,7 @@ class Dovecot:
         os.chmod(root, 0o755)
         for sub in ("run", "state", "home"):
             (root / sub).mkdir(exist_ok=True)
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                str(root / "key.pem"),
-                "-out",
-                str(self.cert),
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        self_signed(root / "key.pem", self.cert)
         (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
         as_root = os.geteuid() == 0
         if as_root:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from gateway.mail.smtp import PermanentDeliveryError, ServerProblemError, SmtpTransport
 from gateway.models import OutboxMessage
+from tests.certs import self_signed
 from tests.conftest import free_port, make_settings
 
 USER, PASSWORD = "gateway", "s3cret-smtp-password"
@@ -155,30 +155,7 @@ async def test_an_unreachable_server_is_the_servers_problem() -> None:
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("smtp-tls")
     key, cert = root / "key.pem", root / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed(key, cert)
     return cert, key
 
 
