@@ -90,7 +90,10 @@ class DevMailbox:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(self, hostname="gateway-dev", ident="gateway dev"), host, port
+            # SMTPUTF8 on: `gateway dev` accepts internationalised addresses (GATEWAY_SMTP_UTF8 is on there)
+            lambda: SMTP(self, hostname="gateway-dev", ident="gateway dev", enable_SMTPUTF8=True),
+            host,
+            port,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port

@@ -511,9 +511,17 @@ def auth_passes(headers: list[str], trusted: list[str], sender: str) -> bool:
             if method.group(1).lower() == "dmarc":
                 if props.get("header.from", domain) == domain:
                     return True
-            elif props.get("header.d") == domain or props.get("header.i", "").rpartition("@")[2] == domain:
+            elif _aligned(props.get("header.d", ""), domain) or _aligned(
+                props.get("header.i", "").rpartition("@")[2], domain
+            ):
                 return True
     return False
+
+
+def _aligned(signer: str, domain: str) -> bool:
+    """DKIM relaxed alignment (RFC 7489 §3.1.1), short of the public suffix list: the signing domain is the
+    sender's domain or a parent of it with at least two labels (mail.example.com is aligned with example.com)."""
+    return bool(signer) and "." in signer and (domain == signer or domain.endswith("." + signer))
 
 
 def sender_of(raw: bytes) -> str:
