@@ -226,6 +226,7 @@ def _db_run(settings: Settings, work: Any, *, create: bool = False, needs_schema
     """Run ``work(db)`` on the configured database; every way it cannot be opened is one RefusedError naming it.
     A command that only reads or changes rows never creates a database (an empty SQLite file in the wrong
     folder helps nobody); ``create`` is for `migrate`."""
+    from alembic.util.exc import CommandError
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -254,8 +255,10 @@ def _db_run(settings: Settings, work: Any, *, create: bool = False, needs_schema
     try:
         return asyncio.run(run())
     except (SQLAlchemyError, OSError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise RefusedError(f"cannot use the database {where}: {reason}") from None
+    except CommandError as exc:  # Alembic: e.g. a schema newer than this gateway knows
+        raise RefusedError(f"cannot migrate the database {where}: {str(exc)[:300]} (a newer gateway's?)") from None
 
 
 def _listen(host: str, port: int) -> Any:
@@ -414,7 +417,7 @@ def _worker() -> int:
 
     settings = load_settings("worker")
     _logging()
-    _db_run(settings, lambda db: asyncio.sleep(0), create=True, needs_schema=False)  # reachable, or one line
+    _db_run(settings, lambda db: db.ping(), create=True, needs_schema=False)  # reachable, or one line
 
     async def run() -> None:
         runtime = Runtime(settings)

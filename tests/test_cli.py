@@ -359,3 +359,14 @@ def _log_format(setup: Any) -> str:
         return str(root.handlers[0].formatter._fmt)  # type: ignore[union-attr]
     finally:
         root.handlers = saved
+
+
+def test_a_schema_from_a_newer_gateway_is_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "newer.sqlite3"
+    assert _cli("migrate", "--db", str(db), cwd=tmp_path).returncode == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    _one_line_refusal(_cli("migrate", "--db", str(db), cwd=tmp_path), "9999", "newer")
+    _one_line_refusal(_cli("keys", "create", "x", "--db", str(db), cwd=tmp_path), "9999")
