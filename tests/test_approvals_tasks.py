@@ -28,13 +28,15 @@ async def test_reminder_and_expiry_fire_on_time(live: Live) -> None:
     reminded_after = time.monotonic() - started
     assert reminder["In-Reply-To"] == original["Message-ID"]
     assert "Reminder" in text_part(reminder)
-    assert 0.9 <= reminded_after < 2.0, reminded_after  # woken early: it was asleep for up to a minute
+    # Woken early: it was asleep for up to a minute. (The upper bound only has to tell that minute apart; a tight
+    # one measured the machine's load, and failed under a loaded CI run at 3.2 s.)
+    assert 0.9 <= reminded_after < 10.0, reminded_after
 
     # No API reads until then (a read expires a request lazily): the notice shows the scheduler did it.
     notice = (await mails_to(live, "alice@example.com", 4, timeout=5))[-1]
     expired_after = time.monotonic() - started
     assert "expired before it was decided" in text_part(notice)
-    assert 1.9 <= expired_after < 3.0, expired_after
+    assert 1.9 <= expired_after < 12.0, expired_after
     body = await view(live, approval)
     assert body["status"] == "expired"
     assert datetime.fromisoformat(body["decided_at"]) == datetime.fromisoformat(body["expires_at"])
