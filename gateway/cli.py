@@ -566,6 +566,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
             return await audit.verify(session, args.request)
 
     requests, events, breaks = _db_run(settings, run)
+    print(f"# {_safe_url(settings)}", file=sys.stderr)
     for b in breaks:
         where = f"event #{b.seq}" if b.seq is not None else f"event id {b.event_id}"
         print(f"BROKEN {b.request_id} {where} (id {b.event_id}): {b.problem}")
@@ -596,6 +597,7 @@ def _requests(args: argparse.Namespace) -> int:
         return await console.list_text(db, filters)
 
     text = _db_run(settings, run)
+    print(f"# {_safe_url(settings)}", file=sys.stderr)
     if text is None:
         print(f"gateway requests show: no request {args.id}", file=sys.stderr)
         return 1

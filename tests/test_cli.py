@@ -276,6 +276,7 @@ def test_commands_in_the_dev_folder_read_the_dev_database(tmp_path: Path) -> Non
         listed = _cli("requests", "list", cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr
         assert created.json()["id"] in listed.stdout and "Traceback" not in listed.stderr
+        assert "gateway-dev.sqlite3" in listed.stderr  # it says which database it read
         verified = _cli("audit", "verify", cwd=tmp_path)
         assert verified.returncode == 0 and "intact" in verified.stdout
         keys = _cli("keys", "list", cwd=tmp_path)
