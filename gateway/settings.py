@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     leader_retry: float = 2.0  # PostgreSQL: how often a replica tries to become the mailbox's one poller
     inbound_require_auth: bool = False
     trusted_authserv_ids: str = ""
+    # Inbound mail by webhook (/inbound/*): the shared secret (Bearer for raw, Basic auth's password for Postmark
+    # and SendGrid), Mailgun's signing key, and optionally the SNS topics SES may deliver from.
+    inbound_secret: str | None = None
+    mailgun_signing_key: str | None = None
+    ses_topic_arns: str = ""
+    sns_cert_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"  # tests point it at their own
 
     templates_dir: Path | None = None
     default_expires_in: int | None = None
@@ -127,6 +133,10 @@ class Settings(BaseSettings):
     @property
     def webhook_url_list(self) -> list[str]:
         return [u.strip() for u in self.webhook_urls.split(",") if u.strip()]
+
+    @property
+    def ses_topic_arn_list(self) -> list[str]:
+        return [x.strip() for x in self.ses_topic_arns.split(",") if x.strip()]
 
     @property
     def trusted_authserv_id_list(self) -> list[str]:
@@ -192,6 +202,8 @@ class Settings(BaseSettings):
             raise ConfigError(
                 _env("trusted_authserv_ids"), "INBOUND_REQUIRE_AUTH needs the servers whose results count"
             )
+        if self.inbound_secret is not None and len(self.inbound_secret) < 16:
+            raise ConfigError(_env("inbound_secret"), "must be at least 16 characters long")
         if self.templates_dir is not None and not self.templates_dir.is_dir():
             raise ConfigError(_env("templates_dir"), f"{self.templates_dir} is not a directory")
         if self.escalate_after and not self.escalate_to_list:

@@ -103,5 +103,5 @@ def test_the_api_keeps_its_document(server: tuple[str, str], mode: GenerationMod
     if mode == GenerationMode.POSITIVE:
         assert len(seen) == len(operations)  # every operation was called
         assert any(201 in statuses for statuses in seen.values())  # and some inputs were accepted
-    else:
-        assert len(seen) >= len(operations) - 2
+    else:  # every operation with parameters or a body to get wrong (the inbound webhooks read their own bodies)
+        assert {path for _, path in seen} >= {op.path for op in operations if op.path.startswith("/v1/")}

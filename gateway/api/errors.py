@@ -17,6 +17,7 @@ from gateway.errors import GatewayError
 log = logging.getLogger("gateway.api")
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_INBOUND_BYTES = 32 * 1024 * 1024
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -100,19 +101,22 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
 
 
 class BodyLimit:
-    """Refuses bodies over the limit before reading them (pure ASGI: no per-request overhead to speak of)."""
+    """Refuses bodies over the limit before reading them (pure ASGI: no per-request overhead to speak of). Mail
+    delivered by webhook (/inbound/) may carry attachments: its limit is larger."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES, inbound_limit: int = MAX_INBOUND_BYTES) -> None:
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.inbound_limit = inbound_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.inbound_limit if scope.get("path", "").startswith("/inbound/") else self.default_limit
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                response = error_response(413, "payload_too_large", f"the body is larger than {self.limit} bytes")
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                response = error_response(413, "payload_too_large", f"the body is larger than {limit} bytes")
                 await response(scope, receive, send)
                 return
         received = 0
@@ -122,14 +126,14 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     raise _TooLargeError
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLargeError:
-            response = error_response(413, "payload_too_large", f"the body is larger than {self.limit} bytes")
+            response = error_response(413, "payload_too_large", f"the body is larger than {limit} bytes")
             await response(scope, receive, send)
 
 
