@@ -27,6 +27,7 @@ from gateway.links.tokens import Signer
 from gateway.mail.outbox import WEBHOOK, OutboxSender
 from gateway.mail.smtp import SmtpTransport
 from gateway.models import KeyValue
+from gateway.oauth import token_source
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.templating import make_environment
@@ -128,6 +129,7 @@ class Runtime:
             signer=Signer(keys, settings.link_max_age),
             templates=make_environment(settings.templates_dir),
         )
+        svc.oauth = token_source(settings)
         self.services = svc
         if not db.is_sqlite:
             svc.bus = Bus(asyncpg_dsn(settings.async_database_url), svc.deliver)
@@ -136,7 +138,7 @@ class Runtime:
         if svc.bus is not None:
             await svc.bus.start()
         if SENDERS in roles:
-            connections = [SmtpTransport(settings) for _ in range(settings.smtp_connections)]
+            connections = [SmtpTransport(settings, svc.oauth) for _ in range(settings.smtp_connections)]
             sender = OutboxSender(svc, connections)
             self.senders = [sender]
             self._tasks.append(asyncio.create_task(sender.run(), name="outbox-sender"))

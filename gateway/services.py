@@ -14,6 +14,7 @@ from gateway.keys import KeyStore
 from gateway.links.tokens import Signer
 from gateway.models import utcnow
 from gateway.notifier import Notifier
+from gateway.oauth import TokenSource
 from gateway.settings import Settings
 
 
@@ -29,6 +30,7 @@ class Services:
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     scheduler_sleeps_until: datetime | None = None  # set by the scheduler while it sleeps
     bus: Bus | SocketBus | None = None  # the other processes on this database hear of every signal
+    oauth: TokenSource | None = None  # the mail logins' OAuth tokens (SMTP_AUTH/IMAP_AUTH=oauth2), one per process
     keys: KeyStore = field(init=False)
     group_commit: GroupCommit = field(init=False)
     group_write: GroupWrite = field(init=False)

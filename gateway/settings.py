@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_security: Security = "starttls"
+    smtp_auth: Literal["password", "oauth2"] = "password"
     smtp_timeout: float = 30.0
     smtp_ca_file: Path | None = None  # a private CA that signed the SMTP server's certificate
     smtp_connections: int = 4  # mails sent at once, each over its own reused connection
@@ -59,7 +60,18 @@ class Settings(BaseSettings):
     imap_username: str | None = None
     imap_password: str | None = None
     imap_security: Security = "tls"
+    imap_auth: Literal["password", "oauth2"] = "password"
     imap_mailbox: str = "INBOX"
+
+    # OAuth 2.0 for SMTP_AUTH/IMAP_AUTH=oauth2 (XOAUTH2): a refresh token (Google, delegated Microsoft) or none
+    # (client credentials: Microsoft 365 app-only). OAUTH_PROVIDER fills in the token URL and scope.
+    oauth_provider: Literal["google", "microsoft"] | None = None
+    oauth_tenant: str | None = None
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = None
+    oauth_scope: str | None = None
+    oauth_refresh_token: str | None = None
 
     imap_processed_mailbox: str = "Processed"
     imap_ca_file: Path | None = None
@@ -189,13 +201,28 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is not None and not _looks_like_address(value):
                 raise ConfigError(_env(name), f"{value!r} is not an email address")
-        if bool(self.smtp_username) != bool(self.smtp_password):
+        if self.smtp_auth == "password" and bool(self.smtp_username) != bool(self.smtp_password):
             missing = "smtp_password" if self.smtp_username else "smtp_username"
             raise ConfigError(_env(missing), "SMTP_USERNAME and SMTP_PASSWORD must be set together")
-        if self.imap_host and not (self.imap_username and self.imap_password):
+        if self.smtp_auth == "oauth2" and not self.smtp_username:
+            raise ConfigError(_env("smtp_username"), "SMTP_AUTH=oauth2 logs in as SMTP_USERNAME: set it")
+        if self.imap_host and self.imap_auth == "password" and not (self.imap_username and self.imap_password):
             raise ConfigError(_env("imap_username"), "IMAP_HOST is set, so IMAP_USERNAME and IMAP_PASSWORD are needed")
+        if self.imap_host and self.imap_auth == "oauth2" and not self.imap_username:
+            raise ConfigError(_env("imap_username"), "IMAP_AUTH=oauth2 logs in as IMAP_USERNAME: set it")
         if (self.imap_username or self.imap_password) and not self.imap_host:
             raise ConfigError(_env("imap_host"), "IMAP credentials are set but IMAP_HOST is not")
+        if "oauth2" in (self.smtp_auth, self.imap_auth):
+            if not self.oauth_client_id:
+                raise ConfigError(_env("oauth_client_id"), "SMTP_AUTH or IMAP_AUTH is oauth2: the OAuth client's id")
+            if not (self.oauth_token_url or self.oauth_provider):
+                raise ConfigError(_env("oauth_token_url"), "set it, or OAUTH_PROVIDER=google|microsoft")
+            if self.oauth_provider == "microsoft" and not self.oauth_refresh_token and not self.oauth_tenant:
+                raise ConfigError(_env("oauth_tenant"), "Microsoft 365 app-only access needs the tenant (id or domain)")
+            if not self.oauth_refresh_token and not self.oauth_client_secret:
+                raise ConfigError(
+                    _env("oauth_client_secret"), "without OAUTH_REFRESH_TOKEN (client credentials) the secret is needed"
+                )
         if self.imap_host and not self.reply_address_effective:
             raise ConfigError(_env("reply_address"), "the IMAP poller needs the address replies go to")
         if self.inbound_require_auth and not self.trusted_authserv_id_list:

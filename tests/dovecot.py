@@ -35,7 +35,7 @@ default_internal_group = {internal_group}
 default_login_user = {login_user}
 first_valid_uid = 1
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
 auth_username_format = %Ln
 auth_failure_delay = 0
 ssl = yes
@@ -43,8 +43,10 @@ ssl_cert = <{root}/cert.pem
 ssl_key = <{root}/key.pem
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {root}/passwd
 }}
+{oauth_passdb}
 userdb {{
   driver = static
   args = uid={uid} gid={gid} home={root}/home/%u
@@ -96,6 +98,9 @@ class Dovecot:
     imaps_port: int = field(default_factory=_free_port)
     idle: bool = True
     proc: subprocess.Popen[bytes] | None = None
+    # An OAuth introspection endpoint: when set, XOAUTH2 and OAUTHBEARER logins are checked against it (Dovecot's
+    # oauth2 passdb), and only PLAIN/LOGIN against the password file.
+    introspection_url: str | None = None
 
     @property
     def cert(self) -> Path:
@@ -141,7 +146,21 @@ class Dovecot:
                 chroot=chroot,
                 anvil_chroot=anvil_chroot,
                 capability="" if self.idle else "imap_capability = IMAP4rev1 LITERAL+ UIDPLUS MOVE",
+                oauth_mechanisms=" xoauth2 oauthbearer" if self.introspection_url else "",
+                oauth_passdb=self._oauth_passdb(),
             )
+        )
+
+    def _oauth_passdb(self) -> str:
+        if not self.introspection_url:
+            return ""
+        (self.root / "oauth2.conf.ext").write_text(
+            f"introspection_url = {self.introspection_url}\nintrospection_mode = post\n"
+            "username_attribute = username\nusername_format = %Ln\n"
+        )
+        return (
+            "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+            f"  args = {self.root}/oauth2.conf.ext\n}}\n"
         )
 
     def start(self) -> None:

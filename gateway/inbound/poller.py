@@ -32,6 +32,7 @@ import aioimaplib
 
 from gateway.inbound import pipeline
 from gateway.models import KeyValue
+from gateway.oauth import OAuthError
 from gateway.services import Services
 
 log = logging.getLogger("gateway.inbound.imap")
@@ -203,7 +204,10 @@ class ImapPoller:
         await timed(client.wait_hello_from_server(), self._lost)
         if s.imap_security == "starttls":
             await self.starttls(client, host)
-        answer = await timed(client.login(s.imap_username or "", s.imap_password or ""), self._lost)
+        if s.imap_auth == "oauth2":
+            answer = await self._xoauth2(client)
+        else:
+            answer = await timed(client.login(s.imap_username or "", s.imap_password or ""), self._lost)
         if answer.result != "OK":
             text = b" ".join(x for x in answer.lines if isinstance(x, bytes))[:200].decode("utf-8", "replace")
             self.status.login_refused = True
@@ -211,6 +215,42 @@ class ImapPoller:
         self.status.login_refused = False
         self._logged_in = True
         return client
+
+    async def _xoauth2(self, client: aioimaplib.IMAP4) -> Any:
+        """AUTHENTICATE XOAUTH2 with the process's token; a refused token is fetched anew and tried once more.
+
+        On a bad token the server sends a SASL error challenge ("+ <base64 JSON>") and waits for an empty line
+        before its NO (RFC 7628); aioimaplib never answers it, so the command would hang. This connection's
+        protocol answers it here."""
+        tokens = self.svc.oauth
+        assert tokens is not None
+        protocol = client.protocol
+        original = protocol._continuation
+
+        def continuation(line: bytes) -> None:
+            command = protocol.pending_sync_command
+            if command is not None and command.name == "AUTHENTICATE":
+                protocol.transport.write(b"\r\n")
+                return
+            original(line)
+
+        protocol._continuation = continuation
+        user = self.settings.imap_username or ""
+        answer: Any = None
+        for attempt in (1, 2):
+            try:
+                token = await tokens.token()
+            except OAuthError as exc:
+                self.status.login_refused = True
+                raise LoginRefusedError(user, f"no OAuth token: {exc}") from None
+            answer = await timed(protocol.xoauth2(user, token), self._lost)
+            if answer.result == "OK":
+                await timed(protocol.capability(), self._lost)  # XOAUTH2 leaves the pre-login ones (no MOVE)
+                return answer
+            tokens.invalidate()
+            if attempt == 2:
+                break
+        return answer
 
     def _watch_exists(self, client: aioimaplib.IMAP4) -> None:
         """Note every "* n EXISTS", whichever command's answer it comes with.

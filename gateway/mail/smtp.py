@@ -8,6 +8,7 @@ import logging
 import aiosmtplib
 
 from gateway.models import OutboxMessage
+from gateway.oauth import OAuthError, TokenSource
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.mail.smtp")
@@ -43,37 +44,57 @@ def _by_code(code: int, reason: str) -> DeliveryError:
 
 
 class SmtpTransport:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tokens: TokenSource | None = None) -> None:
         self._settings = settings
+        self._tokens = tokens if settings.smtp_auth == "oauth2" else None
         self._client: aiosmtplib.SMTP | None = None
 
     def _new_client(self) -> aiosmtplib.SMTP:
         s = self._settings
+        login: dict[str, object] = {"username": s.smtp_username, "password": s.smtp_password}
+        if self._tokens is not None:  # XOAUTH2: aiosmtplib asks for the token at every connect
+            login = {"username": s.smtp_username, "oauth_token_generator": self._tokens.token}
         return aiosmtplib.SMTP(
             hostname=s.smtp_host or "127.0.0.1",
             port=s.smtp_port_effective,
-            username=s.smtp_username,
-            password=s.smtp_password,
             use_tls=s.smtp_security == "tls",
             start_tls=s.smtp_security == "starttls",
             timeout=s.smtp_timeout,
             cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
+            **login,  # type: ignore[arg-type]
         )
 
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
             return self._client
-        client = self._new_client()
+        where = f"{self._settings.smtp_host or '127.0.0.1'}:{self._settings.smtp_port_effective}"
+        for attempt in (1, 2):
+            client = self._new_client()
+            try:
+                await self._open(client)
+                break
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                client.close()
+                if self._tokens is not None and attempt == 1:  # a stale token: fetch another, try once more
+                    self._tokens.invalidate()
+                    continue
+                raise ServerProblemError(
+                    f"the SMTP server {where} refused the login of GATEWAY_SMTP_USERNAME: {exc.message}", exc.code
+                ) from exc
+        self._client = client
+        return client
+
+    async def _open(self, client: aiosmtplib.SMTP) -> None:
         where = f"{self._settings.smtp_host or '127.0.0.1'}:{self._settings.smtp_port_effective}"
         try:
             await client.connect()
             if client.last_ehlo_response is None:  # learn the extensions (SMTPUTF8) before the first mail
                 await client.ehlo()
-        except aiosmtplib.SMTPAuthenticationError as exc:
+        except aiosmtplib.SMTPAuthenticationError:
+            raise
+        except OAuthError as exc:
             client.close()
-            raise ServerProblemError(
-                f"the SMTP server {where} refused the login of GATEWAY_SMTP_USERNAME: {exc.message}", exc.code
-            ) from exc
+            raise ServerProblemError(f"no OAuth token for the SMTP login: {exc}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             client.close()
             raise ServerProblemError(
@@ -82,8 +103,6 @@ class SmtpTransport:
         except (TimeoutError, aiosmtplib.SMTPException, OSError, ValueError) as exc:
             client.close()
             raise ServerProblemError(f"cannot connect to the SMTP server {where}: {exc}") from exc
-        self._client = client
-        return client
 
     async def send(self, mail: OutboxMessage) -> None:
         """Deliver one stored message; raises a DeliveryError subclass when it was not accepted.
