@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply the schema migrations (creates a SQLite database)")
     _db_option(migrate)
 
+    doctor = sub.add_parser("doctor", help="check the live configuration: one line per check, with what to fix")
+    doctor.add_argument("--send-test", metavar="ADDRESS", default=None, help="also send one real test mail")
+
     parse = sub.add_parser("parse-reply", help="show what the gateway reads from one email (.eml)")
     parse.add_argument("file", help="an RFC 822 message; - reads standard input")
 
@@ -184,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _outbox(args)
         if args.command == "parse-reply":
             return _parse_reply(args.file)
+        if args.command == "doctor":
+            return _doctor(args.send_test)
         if args.command == "mcp":
             return _mcp(args)
         if args.command == "audit":
@@ -505,6 +510,24 @@ def _outbox(args: argparse.Namespace) -> int:
     count = _db_run(settings, lambda db: operator.retry_failed(db, None if args.all_failed else args.ids))
     print(f"{count} failed mail(s) queued again; the senders of a running gateway take them within seconds")
     return 0
+
+
+def _doctor(send_test: str | None) -> int:
+    from gateway import doctor
+
+    try:
+        settings = load_settings("serve")
+    except ConfigError as exc:
+        print(doctor.Check("settings", False, str(exc), "fix that setting first").line())
+        return 1
+    checks = asyncio.run(doctor.run(settings))
+    if send_test:
+        checks.append(asyncio.run(doctor.send_test(settings, send_test)))
+    for check in checks:
+        print(check.line())
+    failed = [c for c in checks if not c.ok and not c.warning]
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks passed" + (f"; {len(failed)} to fix" if failed else ""))
+    return 1 if failed else 0
 
 
 def _parse_reply(path: str) -> int:

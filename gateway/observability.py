@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import case, func, type_coerce
 from sqlmodel import col, select
 
+from gateway.doctor import fingerprint
 from gateway.mail.outbox import WEBHOOK
 from gateway.models import InboundMessage, OutboxMessage, Request, UTCDateTime, utcnow
 from gateway.runtime import SENDERS, Runtime
@@ -70,7 +71,9 @@ async def health(runtime: Runtime) -> tuple[int, dict[str, Any]]:
         await svc.db.ping()
     except Exception as exc:
         return 503, {"status": "unavailable", "database": str(exc)[:200]}
-    body: dict[str, Any] = {"status": "ok", "waiters": svc.notifier.waiting}
+    # "gateway": a fingerprint of this deployment's signing key, so `gateway doctor` can tell that the public URL
+    # reaches this gateway and not a proxy's error page or another deployment.
+    body: dict[str, Any] = {"status": "ok", "gateway": fingerprint(svc.settings), "waiters": svc.notifier.waiting}
     problems = []
     if SENDERS in (runtime.roles or ()):
         outbox = await outbox_state(runtime)

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     inbound_secret: str | None = None
     mailgun_signing_key: str | None = None
     ses_topic_arns: str = ""
+    dkim_selector: str | None = None  # for `gateway doctor`: the DKIM selector your provider signs with
+    dns_server: str | None = None  # for `gateway doctor`: ask this resolver (host[:port]) instead of the system's
     sns_cert_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"  # tests point it at their own
 
     templates_dir: Path | None = None
