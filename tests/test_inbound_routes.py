@@ -214,7 +214,7 @@ async def test_mailgun(inbound: Live) -> None:
 
     async def post(raw: bytes) -> Any:  # a retry of the same mail is the same signed delivery
         fields = delivery.setdefault(raw, mailgun_fields(raw))
-        return await live.client.post("/inbound/mailgun?mime", data=fields)
+        return await live.client.post("/inbound/mailgun/mime", data=fields)
 
     await decided_while_waiting(live, post)
     before = len(await stored(live))

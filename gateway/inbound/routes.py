@@ -71,7 +71,10 @@ async def sendgrid(request: Request, svc: Services = Depends(services)) -> Inbou
 
 
 @router.post("/mailgun", response_model=InboundOut, responses=_ANSWERS, summary="Mailgun's forwarded MIME message")
+@router.post("/mailgun/mime", response_model=InboundOut, responses=_ANSWERS, include_in_schema=False)
 async def mailgun(request: Request, svc: Services = Depends(services)) -> InboundOut:
+    """Mailgun posts the whole MIME message (body-mime) to a forward() URL that ends in "mime": the route's
+    action is forward("https://<gateway>/inbound/mailgun/mime")."""
     raw, token = sources.mailgun(await _form(request), svc.settings.mailgun_signing_key)
     await _remember_token(svc, token, raw)
     return await _take(svc, raw, "mailgun")

@@ -154,7 +154,7 @@ def mailgun(form: dict[str, Any], signing_key: str | None, now: float | None = N
     mime = form.get("body-mime")
     raw = mime.encode("utf-8", "surrogateescape") if isinstance(mime, str) else mime
     if not isinstance(raw, bytes) or not raw.strip():
-        raise BadPayload("no body-mime: forward the route to a URL that ends in `mime` (…/inbound/mailgun?mime)")
+        raise BadPayload("no body-mime: forward the route to a URL that ends in `mime` (…/inbound/mailgun/mime)")
     return raw, token
 
 
