@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import inbound, outbox, replies, scheduler, submit, wake
+from bench import inbound, outbox, replies, scheduler, submit, wake, webhooks
 from bench.common import machine
 
 Row = tuple[str, str, str]
@@ -138,6 +138,19 @@ def replies_in(count: int, samples: int, rounds: int) -> list[Row]:
     ]
 
 
+def webhooks_in(count: int, samples: int) -> list[Row]:
+    rows = asyncio.run(webhooks.run(count, samples))
+    return [
+        ("inbound webhooks/s (/inbound/raw -> decisions)", f"{_pick(rows, 'webhook replies / second')}/s", ">= 300/s"),
+        (
+            "POST /inbound/raw -> waiting agent answered",
+            f"p50 {_pick(rows, 'POST /inbound/raw -> waiting agent answered p50')},"
+            f" p99 {_pick(rows, 'POST /inbound/raw -> waiting agent answered p99')}",
+            "p50 <= 20 ms, p99 <= 50 ms",
+        ),
+    ]
+
+
 def reading() -> list[Row]:
     rows = replies.measure()
     return [
@@ -167,7 +180,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run every benchmark and print one table.")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not figures")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin URL")
-    parser.add_argument("--only", default="", help="comma-separated: submit,wake,outbox,inbound,replies,scheduler")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: submit,wake,outbox,inbound,webhooks,replies,scheduler"
+    )
     args = parser.parse_args()
     quick = args.quick
     steps: dict[str, Callable[[], list[Row]]] = {
@@ -175,6 +190,7 @@ def main() -> None:
         "wake": lambda: wakeups(args.postgres, [200] if quick else [1_000, 10_000], 20 if quick else 200),
         "outbox": lambda: mail_out(200 if quick else 2_000),
         "inbound": lambda: replies_in(100 if quick else 1_000, 5 if quick else 20, 1 if quick else 3),
+        "webhooks": lambda: webhooks_in(200 if quick else 2_000, 20 if quick else 200),
         "replies": reading,
         "scheduler": lambda: scheduling(10_000 if quick else 100_000),
     }
