@@ -14,6 +14,9 @@ import argparse
 import asyncio
 import email
 import email.policy
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,9 +53,20 @@ async def run(n: int, samples: int) -> list[tuple[str, str, str]]:
                 outcomes.append(body.decode())
             conn.close()
 
+        profiler = None
+        if os.environ.get("BENCH_PROFILE"):  # py-spy on the gateway for the measured window only
+            profiler = subprocess.Popen(  # noqa: ASYNC220 (a harness: starting it blocks for microseconds)
+                ["py-spy", "record", "-p", str(gw.proc.pid), "-o", os.environ["BENCH_PROFILE"], "--format", "raw"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            await asyncio.sleep(1.0)
         started = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(16)))
         elapsed = time.perf_counter() - started
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         decided = sum('"decided"' in o for o in outcomes)
 
         latencies = []
