@@ -72,6 +72,12 @@ def xoauth2(user: str, token: str) -> str:
     return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode()).decode("ascii")
 
 
+def oauthbearer(user: str, token: str) -> str:
+    """The OAUTHBEARER initial response (RFC 7628): a GS2 header naming the user, then the bearer token."""
+    name = user.replace("=", "=3D").replace(",", "=2C")
+    return base64.b64encode(f"n,a={name},\x01auth=Bearer {token}\x01\x01".encode()).decode("ascii")
+
+
 class TokenSource:
     """One cached access token, fetched when needed; concurrent callers share one request."""
 

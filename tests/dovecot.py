@@ -101,6 +101,7 @@ class Dovecot:
     # An OAuth introspection endpoint: when set, XOAUTH2 and OAUTHBEARER logins are checked against it (Dovecot's
     # oauth2 passdb), and only PLAIN/LOGIN against the password file.
     introspection_url: str | None = None
+    oauth_mechanisms: str = "xoauth2 oauthbearer"
 
     @property
     def cert(self) -> Path:
@@ -146,7 +147,7 @@ class Dovecot:
                 chroot=chroot,
                 anvil_chroot=anvil_chroot,
                 capability="" if self.idle else "imap_capability = IMAP4rev1 LITERAL+ UIDPLUS MOVE",
-                oauth_mechanisms=" xoauth2 oauthbearer" if self.introspection_url else "",
+                oauth_mechanisms=f" {self.oauth_mechanisms}" if self.introspection_url else "",
                 oauth_passdb=self._oauth_passdb(),
             )
         )
@@ -159,7 +160,7 @@ class Dovecot:
             "username_attribute = username\nusername_format = %Ln\n"
         )
         return (
-            "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+            f"passdb {{\n  driver = oauth2\n  mechanisms = {self.oauth_mechanisms}\n"
             f"  args = {self.root}/oauth2.conf.ext\n}}\n"
         )
 

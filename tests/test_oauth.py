@@ -97,21 +97,38 @@ class OAuthRecorder(Recorder):
         super().__init__()
         self.server = server
         self.refused = 0
+        self.mechanisms: list[str] = []
 
     async def auth_XOAUTH2(self, smtp: SMTPServer, args: list[str]) -> AuthResult:
         initial = args[1] if len(args) > 1 else await smtp.challenge_auth("")
         text = base64.b64decode(initial).decode() if isinstance(initial, str) else initial.decode()
         fields = dict(part.split("=", 1) for part in text.split("\x01") if "=" in part)
         token = fields.get("auth", "").removeprefix("Bearer ")
+        self.mechanisms.append("XOAUTH2")
         if fields.get("user") == self.server.user and self.server.active(token):
             return AuthResult(success=True, auth_data=fields["user"])
+        return await self._refuse(smtp)
+
+    async def auth_OAUTHBEARER(self, smtp: SMTPServer, args: list[str]) -> AuthResult:
+        initial = args[1] if len(args) > 1 else await smtp.challenge_auth("")
+        text = base64.b64decode(initial).decode() if isinstance(initial, str) else initial.decode()
+        gs2, _, rest = text.partition("\x01")
+        user = gs2.split("a=", 1)[1].split(",", 1)[0] if "a=" in gs2 else ""
+        fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        self.mechanisms.append("OAUTHBEARER")
+        if user == self.server.user and self.server.active(token):
+            return AuthResult(success=True, auth_data=user)
+        return await self._refuse(smtp)
+
+    async def _refuse(self, smtp: SMTPServer) -> AuthResult:
         self.refused += 1
         await smtp.challenge_auth('{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}')
         return AuthResult(success=False, handled=False, message="535 5.7.8 Username and Password not accepted")
 
 
 @contextlib.contextmanager
-def oauth_smtp(server: TokenServer) -> Iterator[tuple[int, OAuthRecorder]]:
+def oauth_smtp(server: TokenServer, exclude: tuple[str, ...] = ()) -> Iterator[tuple[int, OAuthRecorder]]:
     recorder = OAuthRecorder(server)
     port = free_port()
     controller = Controller(
@@ -120,7 +137,7 @@ def oauth_smtp(server: TokenServer) -> Iterator[tuple[int, OAuthRecorder]]:
         port=port,
         auth_require_tls=False,
         auth_required=True,
-        auth_exclude_mechanism=["LOGIN", "PLAIN"],
+        auth_exclude_mechanism=["LOGIN", "PLAIN", *exclude],
     )
     controller.start()
     try:
@@ -129,8 +146,11 @@ def oauth_smtp(server: TokenServer) -> Iterator[tuple[int, OAuthRecorder]]:
         controller.stop()
 
 
-async def test_smtp_with_oauth_and_a_token_that_expired(tokens: TokenServer) -> None:
-    with oauth_smtp(tokens) as (port, server):
+@pytest.mark.parametrize("offered", ["OAUTHBEARER", "XOAUTH2"])
+async def test_smtp_with_oauth_and_a_token_that_expired(tokens: TokenServer, offered: str) -> None:
+    """OAUTHBEARER where the server offers it, else XOAUTH2; a token the server refuses is fetched anew once."""
+    exclude = () if offered == "OAUTHBEARER" else ("OAUTHBEARER",)
+    with oauth_smtp(tokens, exclude) as (port, server):
         settings = make_settings(
             "sqlite://", 1, port, smtp_auth="oauth2", smtp_username="gateway", **oauth_settings(tokens)
         )
@@ -146,6 +166,7 @@ async def test_smtp_with_oauth_and_a_token_that_expired(tokens: TokenServer) -> 
             await smtp.close()
         assert [rcpt for _, rcpt, _, _ in server.accepted] == [["alice@example.com"], ["bob@example.com"]]
         assert server.refused == 1 and source.fetched == 2  # refused once, a new token, sent once
+        assert set(server.mechanisms) == {offered}
         tokens.refresh_tokens.clear()
         tokens.expire_all()
         revoked = SmtpTransport(settings, source)
@@ -156,13 +177,15 @@ async def test_smtp_with_oauth_and_a_token_that_expired(tokens: TokenServer) -> 
 # --- IMAP: Dovecot's oauth2 passdb -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def oauth_dovecot(tokens: TokenServer) -> Iterator[Any]:
+@pytest.fixture(params=["xoauth2 oauthbearer", "xoauth2"])
+def oauth_dovecot(request: pytest.FixtureRequest, tokens: TokenServer) -> Iterator[Any]:
+    """Dovecot checking tokens with the token server: offering OAUTHBEARER (which the gateway then uses) and
+    XOAUTH2, or XOAUTH2 alone (as Microsoft 365 does)."""
     if not dc.available():
         if IN_CI:
             pytest.fail("Dovecot is not installed (apt-get install dovecot-imapd)")
         pytest.skip("Dovecot is not installed")
-    server = dc.Dovecot(introspection_url=f"{tokens.url}/introspect")
+    server = dc.Dovecot(introspection_url=f"{tokens.url}/introspect", oauth_mechanisms=request.param)
     server.setup()
     server.start()
     yield server

@@ -32,7 +32,7 @@ import aioimaplib
 
 from gateway.inbound import pipeline
 from gateway.models import KeyValue
-from gateway.oauth import OAuthError
+from gateway.oauth import OAuthError, oauthbearer
 from gateway.services import Services
 
 log = logging.getLogger("gateway.inbound.imap")
@@ -217,7 +217,8 @@ class ImapPoller:
         return client
 
     async def _xoauth2(self, client: aioimaplib.IMAP4) -> Any:
-        """AUTHENTICATE XOAUTH2 with the process's token; a refused token is fetched anew and tried once more.
+        """AUTHENTICATE OAUTHBEARER (where offered) or XOAUTH2 with the process's token; a refused token is fetched
+        anew and tried once more.
 
         On a bad token the server sends a SASL error challenge ("+ <base64 JSON>") and waits for an empty line
         before its NO (RFC 7628); aioimaplib never answers it, so the command would hang. This connection's
@@ -243,7 +244,15 @@ class ImapPoller:
             except OAuthError as exc:
                 self.status.login_refused = True
                 raise LoginRefusedError(user, f"no OAuth token: {exc}") from None
-            answer = await timed(protocol.xoauth2(user, token), self._lost)
+            if client.has_capability("AUTH=OAUTHBEARER"):  # RFC 7628, where offered; else XOAUTH2
+                command = aioimaplib.Command(
+                    "AUTHENTICATE", protocol.new_tag(), "OAUTHBEARER", oauthbearer(user, token), loop=protocol.loop
+                )
+                answer = await timed(protocol.execute(command, scrub=token), self._lost)
+                if answer.result == "OK":
+                    protocol.state = aioimaplib.AUTH
+            else:
+                answer = await timed(protocol.xoauth2(user, token), self._lost)
             if answer.result == "OK":
                 await timed(protocol.capability(), self._lost)  # XOAUTH2 leaves the pre-login ones (no MOVE)
                 return answer

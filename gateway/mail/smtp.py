@@ -8,7 +8,7 @@ import logging
 import aiosmtplib
 
 from gateway.models import OutboxMessage
-from gateway.oauth import OAuthError, TokenSource
+from gateway.oauth import OAuthError, TokenSource, oauthbearer
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.mail.smtp")
@@ -51,9 +51,8 @@ class SmtpTransport:
 
     def _new_client(self) -> aiosmtplib.SMTP:
         s = self._settings
-        login: dict[str, object] = {"username": s.smtp_username, "password": s.smtp_password}
-        if self._tokens is not None:  # XOAUTH2: aiosmtplib asks for the token at every connect
-            login = {"username": s.smtp_username, "oauth_token_generator": self._tokens.token}
+        # With OAuth the login is ours, after the connect (_oauth_login): OAUTHBEARER where offered, else XOAUTH2.
+        login = {} if self._tokens is not None else {"username": s.smtp_username, "password": s.smtp_password}
         return aiosmtplib.SMTP(
             hostname=s.smtp_host or "127.0.0.1",
             port=s.smtp_port_effective,
@@ -90,6 +89,8 @@ class SmtpTransport:
             await client.connect()
             if client.last_ehlo_response is None:  # learn the extensions (SMTPUTF8) before the first mail
                 await client.ehlo()
+            if self._tokens is not None:
+                await self._oauth_login(client, await self._tokens.token())
         except aiosmtplib.SMTPAuthenticationError:
             raise
         except OAuthError as exc:
@@ -103,6 +104,21 @@ class SmtpTransport:
         except (TimeoutError, aiosmtplib.SMTPException, OSError, ValueError) as exc:
             client.close()
             raise ServerProblemError(f"cannot connect to the SMTP server {where}: {exc}") from exc
+
+    async def _oauth_login(self, client: aiosmtplib.SMTP, token: str) -> None:
+        """SASL OAUTHBEARER (RFC 7628) where the server offers it, else XOAUTH2 (Google's and Microsoft's)."""
+        user = self._settings.smtp_username or ""
+        methods = client.server_auth_methods
+        if "oauthbearer" in methods:
+            response = await client.execute_command(b"AUTH", b"OAUTHBEARER", oauthbearer(user, token).encode())
+            if response.code == 334:  # the error challenge (a JSON status): answer it to get the final refusal
+                response = await client.execute_command(b"AQ==")  # a %x01, base64 (RFC 7628 §3.2.3)
+            if response.code != 235:
+                raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
+        elif "xoauth2" in methods:
+            await client.auth_xoauth2(user, token)
+        else:
+            raise aiosmtplib.SMTPException("the server offers neither OAUTHBEARER nor XOAUTH2 (GATEWAY_SMTP_AUTH)")
 
     async def send(self, mail: OutboxMessage) -> None:
         """Deliver one stored message; raises a DeliveryError subclass when it was not accepted.
