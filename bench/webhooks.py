@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Connection, gateway_server, machine, percentile, smtp_sink, table
-from bench.inbound import create
+from bench.inbound import cpu_by_process, create
 from tests import mailclients
 
 SECRET = "bench-inbound-secret-0123456789"
@@ -61,9 +61,12 @@ async def run(n: int, samples: int) -> list[tuple[str, str, str]]:
                 stderr=subprocess.DEVNULL,
             )
             await asyncio.sleep(1.0)
+        cpu_before = cpu_by_process(gw.proc.pid)
         started = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(16)))
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_by_process(gw.proc.pid)
+        busy = {k: (cpu_after.get(k, 0) - v) / elapsed for k, v in cpu_before.items() if k != "dovecot"}
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(30)
@@ -96,6 +99,7 @@ async def run(n: int, samples: int) -> list[tuple[str, str, str]]:
             f"{percentile(latencies, 99):.1f} ms",
             f"target <= 50 ms ({samples} samples)",
         ),
+        *[(f"CPU busy during throughput: {k}", f"{v * 100:.0f} %", "of one core") for k, v in sorted(busy.items())],
     ]
 
 
