@@ -4,7 +4,6 @@ and the test SMTP server ask whether a token is good."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import secrets
@@ -13,15 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-import uvicorn
-
 from tests.conftest import free_port
+from tests.loopback import LoopbackServer, read_body
 
 CLIENT_ID, CLIENT_SECRET = "gateway-client", "gateway-client-secret"
 
 
 @dataclass
-class TokenServer:
+class TokenServer(LoopbackServer):
     user: str = "gateway"
     lifetime: int = 3600  # seconds an access token lives (expires_in)
     port: int = field(default_factory=free_port)
@@ -29,12 +27,10 @@ class TokenServer:
     issued: dict[str, float] = field(default_factory=dict)  # access token -> expiry (time.time())
     grants: list[str] = field(default_factory=list)
     introspections: int = 0
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base
 
     def active(self, token: str) -> bool:
         return self.issued.get(token, 0) > time.time()
@@ -46,12 +42,7 @@ class TokenServer:
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if scope["path"] == "/token":
@@ -82,23 +73,6 @@ class TokenServer:
         token = "at-" + secrets.token_urlsafe(24)
         self.issued[token] = time.time() + self.lifetime
         return 200, {"access_token": token, "token_type": "Bearer", "expires_in": self.lifetime}
-
-    async def start(self) -> None:
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", interface="asgi3"
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        for _ in range(1000):
-            if self._server.started:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the token server did not start")
-
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
 
 
 def oauth_settings(server: TokenServer, **extra: Any) -> dict[str, Any]:

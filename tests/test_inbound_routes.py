@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -27,6 +26,7 @@ from gateway.inbound.sources import sns_string_to_sign
 from gateway.models import InboundMessage
 from tests import mailclients
 from tests.conftest import Live, free_port
+from tests.loopback import LoopbackServer
 from tests.test_inbound_pipeline import request_mail
 
 SECRET = "inbound-secret-0123456789"
@@ -237,7 +237,7 @@ async def test_mailgun(inbound: Live) -> None:
 # --- Amazon SES through SNS ---------------------------------------------------------------------------
 
 
-class SnsHost:
+class SnsHost(LoopbackServer):
     """Plays Amazon SNS on loopback: serves its signing certificate and records subscription confirmations."""
 
     def __init__(self) -> None:
@@ -256,12 +256,6 @@ class SnsHost:
             .sign(self.key, hashes.SHA256())
         )
         self.confirmed: list[str] = []
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -273,23 +267,6 @@ class SnsHost:
             body = b"<ConfirmSubscriptionResponse/>"
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
-
-    async def start(self) -> None:
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", interface="asgi3"
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        for _ in range(1000):
-            if self._server.started:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the SNS stand-in did not start")
-
-    async def stop(self) -> None:
-        assert self._server is not None and self._task is not None
-        self._server.should_exit = True
-        await self._task
 
     def sign(self, message: dict[str, Any], version: str = "2") -> dict[str, Any]:
         message = {**message, "SignatureVersion": version, "SigningCertURL": f"{self.base}/cert.pem"}

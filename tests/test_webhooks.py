@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.keys import create_key
@@ -23,6 +22,7 @@ from gateway.settings import Settings
 from gateway.webhooks import signing, transport
 from gateway.webhooks.transport import PrivateTargetError, WebhookTransport, check_target, is_public
 from tests.conftest import SmtpSink, free_port, make_settings, run_gateway
+from tests.loopback import LoopbackServer, read_body
 from tests.test_approvals_service import by_link, request_mail_to
 
 SECRET = signing.new_secret()
@@ -80,24 +80,17 @@ async def test_names_are_checked_by_what_they_resolve_to() -> None:
     await check_target("https://8.8.8.8/hook")  # a public literal passes without any lookup
 
 
-class Receiver:
+class Receiver(LoopbackServer):
     """A real HTTP endpoint (uvicorn) that records every delivery."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.received: list[tuple[dict[str, str], str]] = []
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.received.append((headers, body.decode()))
         await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -105,24 +98,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def start(self) -> None:
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", interface="asgi3"
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        for _ in range(1000):
-            if self._server.started:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the receiver did not start")
-
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+        return f"{self.base}/hook"
 
     async def wait_for(self, count: int, timeout: float = 15) -> list[tuple[dict[str, str], str]]:
         for _ in range(int(timeout / 0.05)):

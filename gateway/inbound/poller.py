@@ -210,11 +210,17 @@ class ImapPoller:
             answer = await timed(client.login(s.imap_username or "", s.imap_password or ""), self._lost)
         if answer.result != "OK":
             text = b" ".join(x for x in answer.lines if isinstance(x, bytes))[:200].decode("utf-8", "replace")
-            self.status.login_refused = True
-            raise LoginRefusedError(s.imap_username or "", f"{answer.result} {text}".strip())
+            raise self._refused(LoginRefusedError(s.imap_username or "", f"{answer.result} {text}".strip()))
         self.status.login_refused = False
         self._logged_in = True
         return client
+
+    def _refused(self, error: LoginRefusedError) -> LoginRefusedError:
+        """Name the refusal in the status at once (the session's LOGOUT still runs before `run` sees the error,
+        and /healthz must not show the flag with an older error)."""
+        self.status.login_refused = True
+        self.status.last_error = str(error)[:300]
+        return error
 
     async def _xoauth2(self, client: aioimaplib.IMAP4) -> Any:
         """AUTHENTICATE OAUTHBEARER (where offered) or XOAUTH2 with the process's token; a refused token is fetched
@@ -242,8 +248,7 @@ class ImapPoller:
             try:
                 token = await tokens.token()
             except OAuthError as exc:
-                self.status.login_refused = True
-                raise LoginRefusedError(user, f"no OAuth token: {exc}") from None
+                raise self._refused(LoginRefusedError(user, f"no OAuth token: {exc}")) from None
             if client.has_capability("AUTH=OAUTHBEARER"):  # RFC 7628, where offered; else XOAUTH2
                 command = aioimaplib.Command(
                     "AUTHENTICATE", protocol.new_tag(), "OAUTHBEARER", oauthbearer(user, token), loop=protocol.loop
