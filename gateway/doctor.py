@@ -59,14 +59,7 @@ def check_secrets(settings: Settings) -> list[Check]:
     out = []
     for n, key in enumerate(keys, 1):
         if PLACEHOLDER_RE.search(key):
-            out.append(
-                Check(
-                    f"secret key {n}",
-                    False,
-                    "looks like a placeholder",
-                    _NEW_KEY,
-                )
-            )
+            out.append(Check(f"secret key {n}", False, "looks like a placeholder", _NEW_KEY))
         elif len(key) < 32:
             out.append(Check(f"secret key {n}", False, f"{len(key)} characters", "use at least 32 random characters"))
         else:
@@ -101,7 +94,7 @@ async def check_smtp(settings: Settings) -> list[Check]:
         return [Check("SMTP", False, "GATEWAY_SMTP_HOST is not set", "set your mail server")]
     transport = SmtpTransport(settings, token_source(settings))
     try:
-        client = await transport._connected()
+        client = await transport.connect()
     except DeliveryError as exc:
         return [Check("SMTP", False, f"{where}: {exc.reason}", _smtp_fix(exc.reason))]
     try:
@@ -112,7 +105,7 @@ async def check_smtp(settings: Settings) -> list[Check]:
             checks.append(
                 Check("SMTP TLS", False, "GATEWAY_SMTP_SECURITY=none to a remote server", "use starttls or tls")
             )
-        if client.supports_extension("smtputf8") != settings.smtp_utf8 and settings.smtp_utf8:
+        if settings.smtp_utf8 and not client.supports_extension("smtputf8"):
             checks.append(
                 Check("SMTPUTF8", False, "GATEWAY_SMTP_UTF8=true, but the server does not offer it", "unset it")
             )

@@ -47,8 +47,11 @@ async def _form(request: Request) -> dict[str, Any]:
     except Exception as exc:  # a body that is not a form (starlette raises several kinds)
         raise sources.BadPayload(f"not a form: {type(exc).__name__}") from exc
     out: dict[str, Any] = {}
-    for key, value in form.multi_items():
-        out.setdefault(key, await value.read() if hasattr(value, "read") else value)
+    try:
+        for key, value in form.multi_items():
+            out.setdefault(key, await value.read() if hasattr(value, "read") else value)
+    finally:
+        await form.close()  # uploaded parts may be spooled to temporary files
     return out
 
 

@@ -63,6 +63,10 @@ class SmtpTransport:
             **login,  # type: ignore[arg-type]
         )
 
+    async def connect(self) -> aiosmtplib.SMTP:
+        """The connection, opened and logged in as for a mail (gateway doctor's check); DeliveryError if not."""
+        return await self._connected()
+
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
             return self._client
