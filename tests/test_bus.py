@@ -223,3 +223,5 @@ async def test_socket_bus_survives_a_line_too_long_and_wakes_everything(tmp_path
         await writer.drain()
         await a_in.wait_for((REQUEST, "apr_next"))
         writer.close()
+        # The over-long line woke everything once and was never taken for a request id.
+        assert a_in.got == [("*", None), (REQUEST, "apr_next")]
