@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Any
 import httpx
 
 from gateway import addresses
+from gateway.links.tokens import Signer
 from gateway.settings import Settings
 
 _NEW_KEY = "use `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
@@ -38,15 +37,6 @@ class Check:
     def line(self) -> str:
         mark = "ok  " if self.ok else ("warn" if self.warning else "FAIL")
         return f"{mark}  {self.name}: {self.detail}" + (f" -> {self.fix}" if self.fix and not self.ok else "")
-
-
-def fingerprint(settings: Settings) -> str:
-    """What /healthz shows so that doctor can tell this gateway from anything else at the public URL; derived from
-    the signing key, revealing nothing of it."""
-    keys = settings.secret_key_list
-    if not keys:
-        return ""
-    return hmac.new(keys[-1].encode(), b"gateway.doctor.v1", hashlib.sha256).hexdigest()[:16]
 
 
 # --- the checks ---------------------------------------------------------------------------------------
@@ -199,7 +189,8 @@ async def check_public_url(settings: Settings) -> list[Check]:
     except ValueError:
         body = None
     theirs = body.get("gateway") if isinstance(body, dict) else None
-    if theirs != fingerprint(settings):
+    keys = settings.secret_key_list
+    if not keys or theirs != Signer(keys, 1).fingerprint:
         what = "another gateway (other secret keys)" if theirs else f"HTTP {response.status_code}, not this gateway"
         return [
             Check(
@@ -305,7 +296,6 @@ async def send_test(settings: Settings, to: str) -> Check:
     from email.utils import format_datetime, make_msgid
 
     from gateway.db import Database
-    from gateway.links.tokens import Signer
     from gateway.mail import mime
     from gateway.mail.outbox import OutboxSender
     from gateway.mail.smtp import SmtpTransport

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import case, func, type_coerce
 from sqlmodel import col, select
 
-from gateway.doctor import fingerprint
 from gateway.mail.outbox import WEBHOOK
 from gateway.models import InboundMessage, OutboxMessage, Request, UTCDateTime, utcnow
 from gateway.runtime import SENDERS, Runtime
@@ -71,9 +70,7 @@ async def health(runtime: Runtime) -> tuple[int, dict[str, Any]]:
         await svc.db.ping()
     except Exception as exc:
         return 503, {"status": "unavailable", "database": str(exc)[:200]}
-    # "gateway": a fingerprint of this deployment's signing key, so `gateway doctor` can tell that the public URL
-    # reaches this gateway and not a proxy's error page or another deployment.
-    body: dict[str, Any] = {"status": "ok", "gateway": fingerprint(svc.settings), "waiters": svc.notifier.waiting}
+    body: dict[str, Any] = {"status": "ok", "gateway": svc.signer.fingerprint, "waiters": svc.notifier.waiting}
     problems = []
     if SENDERS in (runtime.roles or ()):
         outbox = await outbox_state(runtime)
@@ -88,7 +85,7 @@ async def health(runtime: Runtime) -> tuple[int, dict[str, Any]]:
             elif poller["lag_seconds"] > POLLER_LOST_AFTER or (not poller["ever_connected"] and poller["last_error"]):
                 what = "lost its mailbox" if poller["ever_connected"] else "cannot reach its mailbox"
                 problems.append(f"the IMAP poller {what}: {poller['last_error']}")
-    for sender in getattr(runtime, "senders", []):
+    for sender in runtime.senders:
         if sender.trouble:
             problems.append(f"{sender.channel} held: {sender.trouble}")
     if svc.bus is not None:

@@ -108,8 +108,8 @@ def _check_sendable(svc: Services, body: ApprovalCreate | QuestionCreate) -> Non
             )
 
 
-def _same(existing: Request, kind: str, body: ApprovalCreate | QuestionCreate) -> Request:
-    same = existing.content_hash in (content_hash(body), content_hash(body, with_run_id=True))
+def _same(existing: Request, kind: str, digest: str, body: ApprovalCreate | QuestionCreate) -> Request:
+    same = existing.content_hash == digest or existing.content_hash == content_hash(body, with_run_id=True)
     if existing.kind != kind or not same:
         raise CallIdConflictError(existing.call_id, existing.id)
     return existing
@@ -178,7 +178,7 @@ async def create_request(
             existing = await _existing(session, principal.key_id, call_id)
             if existing is None:
                 raise
-            return await load_view(session, _same(existing, kind, body)), False
+            return await load_view(session, _same(existing, kind, digest, body)), False
     svc.wake_outbox(webhooks=False)  # a new request's only rows to send are its mails
     svc.wake_scheduler(request.next_due_at)
     states = {m.recipient_id: MailState(m.status, m.last_error) for m in mails if m.recipient_id}

@@ -205,7 +205,7 @@ class ImapPoller:
         if s.imap_security == "starttls":
             await self.starttls(client, host)
         if s.imap_auth == "oauth2":
-            answer = await self._xoauth2(client)
+            answer = await self._oauth_login(client)
         else:
             answer = await timed(client.login(s.imap_username or "", s.imap_password or ""), self._lost)
         if answer.result != "OK":
@@ -222,7 +222,7 @@ class ImapPoller:
         self.status.last_error = str(error)[:300]
         return error
 
-    async def _xoauth2(self, client: aioimaplib.IMAP4) -> Any:
+    async def _oauth_login(self, client: aioimaplib.IMAP4) -> Any:
         """AUTHENTICATE OAUTHBEARER (where offered) or XOAUTH2 with the process's token; a refused token is fetched
         anew and tried once more.
 

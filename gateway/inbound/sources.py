@@ -30,7 +30,6 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -44,11 +43,7 @@ MAILGUN_MAX_AGE = 15 * 60  # seconds a Mailgun signature's timestamp may be off,
 
 
 class SourceError(GatewayError):
-    """A delivery the gateway will not take; ``status`` is the HTTP answer, ``detail`` says why."""
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(detail)
+    """A delivery the gateway will not take; ``status`` is the HTTP answer, ``message`` says why."""
 
 
 class Unauthorized(SourceError):
@@ -65,14 +60,6 @@ class Replayed(Unauthorized):
     """A Mailgun token seen before with another message: a replay of a signed delivery."""
 
     code = "replayed"
-
-
-@dataclass(frozen=True)
-class Confirmation:
-    """An SNS subscription confirmation: nothing to process; its SubscribeURL is to be fetched."""
-
-    topic_arn: str
-    subscribe_url: str
 
 
 # --- shared secrets -------------------------------------------------------------------------------------

@@ -51,6 +51,9 @@ class Signer:
         self._link = URLSafeTimedSerializer(secret_keys, salt=LINK_SALT)
         self._csrf = URLSafeTimedSerializer(secret_keys, salt=CSRF_SALT)
         self.link_max_age = link_max_age
+        # What /healthz shows so that `gateway doctor` can tell this deployment from anything else at the public
+        # URL (a proxy's error page, another gateway); derived from the signing key, revealing nothing of it.
+        self.fingerprint = hmac.new(secret_keys[-1].encode(), b"gateway.doctor.v1", hashlib.sha256).hexdigest()[:16]
 
     # links -------------------------------------------------------------------------------------
 
