@@ -17,6 +17,13 @@ class InvalidInputError(GatewayError):
     code = "invalid_request"
 
 
+class UnauthorizedError(GatewayError):
+    """No credentials, or ones that are not valid: an API key, an inbound webhook's secret or signature."""
+
+    status = 401
+    code = "unauthorized"
+
+
 class NotFoundError(GatewayError):
     status = 404
     code = "not_found"

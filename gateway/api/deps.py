@@ -3,16 +3,11 @@
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.errors import GatewayError
+from gateway.errors import UnauthorizedError
 from gateway.keys import Principal
 from gateway.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `gateway keys create` (or `gateway dev`).")
-
-
-class UnauthorizedError(GatewayError):
-    status = 401
-    code = "unauthorized"
 
 
 def _services(request: Request) -> Services:

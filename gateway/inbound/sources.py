@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidInputError, UnauthorizedError
 
 MAILGUN_MAX_AGE = 15 * 60  # seconds a Mailgun signature's timestamp may be off, either way
 
@@ -46,14 +46,12 @@ class SourceError(GatewayError):
     """A delivery the gateway will not take; ``status`` is the HTTP answer, ``message`` says why."""
 
 
-class Unauthorized(SourceError):
-    status = 401
-    code = "unauthorized"
+class Unauthorized(SourceError, UnauthorizedError):
+    pass
 
 
-class BadPayload(SourceError):
-    status = 422
-    code = "invalid_request"
+class BadPayload(SourceError, InvalidInputError):
+    pass
 
 
 class Replayed(Unauthorized):
