@@ -271,6 +271,28 @@ async def test_unmatched_own_and_empty(live: Live) -> None:
     assert (await get(live, approval))["status"] == "pending"
 
 
+async def test_a_forwarded_message_is_not_the_reply_but_is_noted(live: Live) -> None:
+    approval, mail = await request_mail(live)
+    forward = (
+        "No: the client already said no, see their mail.\n\n---------- Forwarded message ---------\n"
+        "From: Client <client@example.org>\nDate: Mon, 16 Nov 2026 at 09:00\nSubject: Offer\n\nApprove it, please.\n"
+    )
+    outcome = await pipeline.process(live.services, mailclients.gmail(mail, forward))
+    assert outcome.outcome == "decided"
+    body = await get(live, approval)
+    assert body["status"] == "rejected"
+    assert body["comment"] == "No: the client already said no, see their mail."
+    decided = [e for e in await events(live, approval) if e["type"] == "response"]
+    assert decided and decided[-1]["data"]["note"] == pipeline.FORWARD_NOTE
+
+    approval, mail = await request_mail(live)
+    only = "\n---------- Forwarded message ---------\nFrom: Client <client@example.org>\n\nApproved!\n"
+    outcome = await pipeline.process(live.services, mailclients.gmail(mail, only))
+    assert (outcome.outcome, outcome.reason) == ("ignored", "empty_reply")
+    assert "only a forwarded message" in (outcome.detail or "")
+    assert (await get(live, approval))["status"] == "pending"
+
+
 async def test_required_dkim_dmarc(live: Live) -> None:
     live.services.settings.inbound_require_auth = True
     live.services.settings.trusted_authserv_ids = "mx.example.test"

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import replies
-from gateway.replies import automated_kind, extract_reply, html_to_text, parse_decision
+from gateway.replies import _automatic, automated_kind, extract_reply, html_to_text, parse_decision
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 TOOLS = CORPUS.parent / "tools"
@@ -294,8 +294,8 @@ def mime_trees(draw: st.DrawFn, depth: int = 0) -> bytes:
 def test_the_reply_functions_never_raise_on_any_mime_tree(raw: bytes) -> None:
     # The readers themselves, not only the public functions (whose last resort would hide a reader's fault).
     parsed = replies.parse_message(raw)
-    assert isinstance(replies._extract_reply(parsed, html=False), str)
-    assert replies._automated_kind(parsed) in (None, "auto_reply", "bounce")
+    assert isinstance(replies._read(parsed, html=False).text, str)
+    assert _automatic._automated_kind(parsed) in (None, "auto_reply", "bounce")
     text = extract_reply(raw)
     assert isinstance(text, str)
     assert automated_kind(raw) in (None, "auto_reply", "bounce")

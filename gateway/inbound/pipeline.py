@@ -169,7 +169,7 @@ def receive(raw: bytes, source: str) -> Inbound:
         msg=msg,
         message_id=message_id,
         sender=addresses.normalise(_header(msg, "From")),
-        subject=replies._decoded_subject(_header(msg, "Subject"))[:500],
+        subject=replies.decoded_subject(_header(msg, "Subject"))[:500],
         digest=content_digest(msg, raw),
     )
 
@@ -281,11 +281,18 @@ def authenticate(svc: Services, mail: Inbound) -> None:
     mail.extra["authenticated"] = True
 
 
+FORWARD_NOTE = "reply included a forwarded message"
+
+
 def read(mail: Inbound) -> None:
-    text = replies.extract_reply(mail.msg)
-    if not text.strip():
+    reply = replies.read_reply(mail.msg)
+    if reply.forwarded:
+        mail.extra["note"] = FORWARD_NOTE  # not the reply's text, but worth a line in the audit trail
+    if not reply.text.strip():
+        if reply.forwarded:
+            raise UnreadableReplyError("no new text in the reply, only a forwarded message")
         raise UnreadableReplyError("no new text in the reply (only quoted history, or an unreadable body)")
-    mail.text = text
+    mail.text = reply.text
 
 
 async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.Decision:
@@ -294,6 +301,8 @@ async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.D
     request = mail.request
     recipient = mail.recipient
     meta = {"message_id": mail.message_id, "source": mail.source}
+    if "note" in mail.extra:
+        meta["note"] = mail.extra["note"]
 
     def also(current: Request, response: Response, decided: bool) -> list[Any]:
         record.outcome = "decided" if decided else "recorded"
