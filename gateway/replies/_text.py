@@ -20,9 +20,14 @@ _WROTE = (
     r"|kaj|skrifaði|sendte|كتب|כתב|כתבה|は書きました"
 )
 _ON = r"On|Am|Le|El|Il|In data|Op|Den|På|Pe|Em|No|Dne|Dnia|W dniu|Dňa|Ons|Στις|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
-# The same words as plain endings: str.endswith with a tuple runs at C speed on every line.
+# The same words as plain endings, and the last words of the spaced ones: a set lookup of a line's last word,
+# and an endswith only for the scripts written without spaces (Chinese, Japanese, Korean).
 _WROTE_ENDINGS = tuple(word.lower() for word in _WROTE.split("|"))
-_WROTE_ANYWHERE_RE = re.compile(rf"(?:{_WROTE})", re.IGNORECASE)
+_WROTE_BY_LAST_WORD: dict[str, tuple[str, ...]] = {}
+for _phrase in _WROTE_ENDINGS:
+    _WROTE_BY_LAST_WORD[_phrase.split()[-1]] = (*_WROTE_BY_LAST_WORD.get(_phrase.split()[-1], ()), _phrase)
+del _phrase
+_WROTE_UNSPACED = tuple(word for word in _WROTE_ENDINGS if any(ch > "\u2fff" for ch in word))
 # "reply text On <date>, <someone> wrote:" on one line: the attribution starts mid-line.
 _INLINE_ATTRIBUTION_RE = re.compile(
     rf"^(?P<reply>.*?\S)[\s\-]*\b(?:On|Le|Am|El|Il|Op)\s+(?P<rest>.{{8,300}}?(?:{_WROTE})(?:\s*\(a\))?\s*:?\s*)$",
@@ -30,7 +35,7 @@ _INLINE_ATTRIBUTION_RE = re.compile(
 )
 _ON_START_RE = re.compile(rf"^\s*(?:{_ON})\b", re.IGNORECASE)
 # A time, a year (also CJK's "2026年"), or a numeric date.
-_DATE_HINT_RE = re.compile(r"\d{1,2}:\d{2}|\b(?:19|20)\d{2}(?:\b|\s*[年년])|\d{1,2}[./]\d{1,2}", re.IGNORECASE)
+_DATE_HINT_RE = re.compile(r"[0-9][0-9]?(?::[0-9]{2}|[./-][0-9]{1,2}[./-][0-9]{2})|(?:19|20)[0-9]{2}(?![0-9])")
 # Bidirectional formatting marks: Gmail wraps right-to-left attributions (Hebrew, Arabic) in them.
 _BIDI_RE = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -75,19 +80,46 @@ _POINTER_RE = re.compile(
 _FIELD_LIKE_RE = re.compile(r"^\s*\**\s*[^\W\d][\w .'’-]{0,24}?\s*\**\s*:(?:\s|$)")
 _RULE_LINE_RE = re.compile(rf"^\s*[{_DASHES}]{{3,}}\s*$")
 
-# Outlook-style header blocks: "From: …" followed within a few lines by "Sent:/Date:/To:/Subject:".
-_FROM_RE = re.compile(
-    r"^\s*\**\s*(?:From|Von|De|Da|Van|Från|Fra|Lähettäjä|Od|От|Feladó|Kimden|送信者|发件人|寄件者|보낸 사람|Mittente"
-    r"|Remitente|Afzender|Avsändare|Nadawca|От кого)\s*\**\s*[:：]",
-    re.I,
+
+# Outlook-style header blocks: "From: …" followed within a few lines by "Sent:/Date:/To:/Subject:", in the languages
+# Outlook, Thunderbird, Apple Mail, Lotus Notes and the webmails write them. Looked up by name, not matched.
+def _names(spec: str) -> frozenset[str]:
+    return frozenset(spec.split("|"))
+
+
+_FROM_NAMES = _names(
+    "from|von|de|da|van|från|fra|lähettäjä|od|от|feladó|kimden|送信者|发件人|寄件者|보낸 사람|mittente|remitente"
+    "|afzender|avsändare|nadawca|от кого"
 )
-_HEADER_FIELD_RE = re.compile(
-    r"^\s*\**\s*(?:Sent|Date|To|Subject|Cc|Gesendet|Datum|An|Betreff|Envoyé|Date|À|Objet|Enviado|Fecha|Para|Asunto"
-    r"|Inviato|Data|A|Oggetto|Verzonden|Aan|Onderwerp|Skickat|Till|Ämne|Sendt|Til|Emne|Lähetetty|Vastaanottaja"
-    r"|Aihe|Wysłano|Do|Temat|Отправлено|Дата|Кому|Тема|Elküldve|Címzett|Tárgy|Gönderildi|Kime|Konu|Odesláno|Komu"
-    r"|Předmět|送信日時|宛先|件名|发送时间|收件人|主题|日期|Sujet|Pour|Copie à|Kopie|Please respond to)\s*\**\s*[:：]",
-    re.I,
+_FIELD_NAMES = _names(
+    "sent|date|to|subject|cc|gesendet|datum|an|betreff|envoyé|à|objet|enviado|fecha|para|asunto|inviato|data|a"
+    "|oggetto|verzonden|aan|onderwerp|skickat|till|ämne|sendt|til|emne|lähetetty|vastaanottaja|aihe|wysłano|do"
+    "|temat|отправлено|дата|кому|тема|elküldve|címzett|tárgy|gönderildi|kime|konu|odesláno|komu|předmět|送信日時"
+    "|宛先|件名|发送时间|收件人|主题|日期|sujet|pour|copie à|kopie|please respond to|받는 사람|제목"
+    "|보낸 날짜"
 )
+
+
+def _field_name(line: str) -> str | None:
+    """The name of a header-like "Name: value" line ("*From:*" and "Von :" too), lowercased, or None."""
+    colon = line.find(":", 0, 40)
+    if colon < 0:
+        colon = line.find("：", 0, 40)
+        if colon < 0:
+            return None
+    if line[colon + 1 : colon + 3] == "//":
+        return None  # a URL
+    return line[:colon].strip().strip("*").strip().lower()
+
+
+def _is_from(line: str) -> bool:
+    return _field_name(line) in _FROM_NAMES
+
+
+def _is_field(line: str) -> bool:
+    return _field_name(line) in _FIELD_NAMES
+
+
 _QUOTE_LINE_RE = re.compile(r"^\s*>")
 # A quoted line that the client wrapped inside a link leaves the link's tail unmarked (talon's observation).
 _LINK_START_RE = re.compile(r"^\s*[(<]?(?:https?://|www\.)", re.I)
@@ -106,16 +138,8 @@ _MOBILE_SIGNATURE_RE = re.compile(
     re.I,
 )
 _SIGNATURE_DELIMITER_RE = re.compile(r"^(?:-- ?|--|__)\s*$")
-
-# One cheap test per line before the specific ones: could this line open quoted history at all (other than as
-# the first line of a wrapped attribution, which is found from its last line)?
-_MAYBE_START_RE = re.compile(
-    rf"^\s*(?:[{_DASHES}>]|\**\s*[^\W\d][\w .'’-]{{0,24}}?\s*\**\s*[:：]|(?:Sent|Get|Envoy|Gesendet|Von|Enviado"
-    r"|Inviato|Verzonden|Verstuurd|Skickat|Sendt|Lähetetty|Wysłane|Отправлено|iPhone|从我|發自|Begin|Anfang|Début"
-    r"|Inicio|Inizio|Início|Начало|Start|Reply|Antworten)"
-    rf"|.*(?:{_FORWARD_WORD}))",
-    re.I,
-)
+# The first letters the mobile signatures above start with: a set lookup spares most lines the pattern.
+_MOBILE_FIRST = frozenset("SsGgEeVvIiLlWwОо从發")
 
 
 class Reading(NamedTuple):
@@ -124,10 +148,14 @@ class Reading(NamedTuple):
 
 
 def _ends_with_wrote(line: str) -> bool:
-    tail = line.rstrip(" \t:：-_").lower()
+    tail = line.rstrip(" \t:：-_")
     if tail.endswith("(a)"):
         tail = tail[:-3].rstrip()
-    return tail.endswith(_WROTE_ENDINGS)
+    last = tail[tail.rfind(" ") + 1 :].lower()
+    phrases = _WROTE_BY_LAST_WORD.get(last)
+    if phrases is not None:
+        return (len(phrases) == 1 and " " not in phrases[0]) or tail.lower().endswith(phrases)
+    return not last.isascii() and last.endswith(_WROTE_UNSPACED)
 
 
 def _wrote_lines(lines: list[str]) -> set[str]:
@@ -143,13 +171,17 @@ def _is_quote_header(chunk: list[str], wrote: set[str]) -> bool:
     text = " ".join(part.strip().lstrip(">").strip() for part in chunk).strip("-_ ")
     if len(text) > 400:
         return False
-    has_date = bool(_DATE_HINT_RE.search(text))
     has_address = "@" in text
     if ends_with_wrote:
-        return bool(_ON_START_RE.match(text) or has_date or has_address)
+        return bool(has_address or _ON_START_RE.match(text) or _DATE_HINT_RE.search(text))
     # Verb-last or verb-first with the date at the end: "2017-11-24 16:32 GMT+01:00 Name <a@b.c>:" (Gmail in
     # many locales), "Max Muster schrieb am 02.04.2012 14:20:" (Thunderbird and Outlook in German).
-    return has_date and (has_address or bool(_WROTE_ANYWHERE_RE.search(text)))
+    if not _DATE_HINT_RE.search(text):
+        return False
+    if has_address:
+        return True
+    lowered = text.lower()
+    return any(word in lowered for word in _WROTE_ENDINGS)
 
 
 def _sentence_then_gap(lines: list[str], i: int) -> bool:
@@ -161,11 +193,14 @@ def _sentence_then_gap(lines: list[str], i: int) -> bool:
     return line.endswith((".", "!", "?")) or not _DATE_HINT_RE.search(line)
 
 
+def _starts_like_attribution(line: str) -> bool:
+    first = line.strip().lstrip(">").strip().strip("-_ ")
+    return bool(_ON_START_RE.match(first) or _DATE_HINT_RE.search(first))
+
+
 def _attribution_at(lines: list[str], i: int, wrote: set[str], enders: list[bool]) -> bool:
-    first = lines[i].strip().lstrip(">").strip().strip("-_ ")
-    starts_like_attribution = bool(_ON_START_RE.match(first) or _DATE_HINT_RE.search(first))
     # An attribution may be wrapped over a few lines, some clients even leave blank lines inside it.
-    for span in range(1, 6 if starts_like_attribution else 2):
+    for span in range(1, 6 if _starts_like_attribution(lines[i]) else 2):
         end = min(i + span, len(lines)) - 1
         if not enders[end] or not lines[end].strip():
             continue
@@ -180,28 +215,31 @@ def _attribution_at(lines: list[str], i: int, wrote: set[str], enders: list[bool
 def _quote_start(lines: list[str], wrote: set[str]) -> tuple[int, bool] | None:
     """(index of the first line of quoted history, whether it is a forwarded message), or None."""
     enders = [line in wrote or line.rstrip().endswith((":", "：")) for line in lines]
+    colons = [(":" in line or "：" in line) and _field_name(line) is not None for line in lines]
     for i, line in enumerate(lines):
-        if not line or line.isspace():
+        first = line.lstrip()[:1]
+        if not first:
             continue
-        if any(enders[i : i + 5]) and _attribution_at(lines, i, wrote, enders):
+        if (enders[i] or (any(enders[i + 1 : i + 5]) and _starts_like_attribution(line))) and _attribution_at(
+            lines, i, wrote, enders
+        ):
             return i, False
-        if not _MAYBE_START_RE.match(line):
-            if _notes_header(lines, i):
-                return i, False
-            continue
-        if _FORWARD_RE.match(line):
+        # Cheap tests first: most lines are plain text, and every pattern below needs a dash, a colon or a ">".
+        dashed = first in _DASHES
+        colon = colons[i]
+        if (dashed or colon) and _FORWARD_RE.match(line):
             return i, True
-        if any(rx.match(line) for rx in _SEPARATOR_RES):
+        if (dashed or first in "*RrAa") and any(rx.match(line) for rx in _SEPARATOR_RES):
             return i, False
-        if _FROM_RE.match(line) and (_header_block(lines, i) or _last_from(lines, i)):
+        if colon and _is_from(line) and (_header_block(lines, i) or _last_from(lines, i)):
             return _with_rule_above(lines, i), False
-        if _field_block(lines, i):
+        if colon and _field_block(lines, i):
             return _with_rule_above(lines, i), False
-        if _QUOTE_LINE_RE.match(line) and _rest_is_quoted(lines, i):
+        if first == ">" and _rest_is_quoted(lines, i):
             return i, False
-        if _MOBILE_SIGNATURE_RE.match(line):
+        if first in _MOBILE_FIRST and _MOBILE_SIGNATURE_RE.match(line):
             return i, False  # mobile clients put the unmarked original right below
-        if _notes_header(lines, i):
+        if ("@" in line or "/" in line) and _notes_header(lines, i, colons):
             return i, False
     return None
 
@@ -224,7 +262,7 @@ def _field_block(lines: list[str], start: int) -> bool:
         if not _FIELD_LIKE_RE.match(line):
             break
         run.append(line)
-    known = any(_FROM_RE.match(x) or _HEADER_FIELD_RE.match(x) for x in run)
+    known = any(_is_from(x) or _is_field(x) for x in run)
     return len(run) >= 3 and known and any("@" in x for x in run)
 
 
@@ -232,15 +270,15 @@ def _header_block(lines: list[str], start: int) -> bool:
     """A "From:" line opens a quoted header block when it is followed by another header field, or when two more
     follow closely."""
     following = next((x for x in lines[start + 1 : start + 3] if x.strip()), "")
-    if _HEADER_FIELD_RE.match(following) and lines[start + 1].strip():
+    if _is_field(following) and lines[start + 1].strip():
         return True
     fields = 0
     for line in lines[start + 1 : start + 8]:
-        if _HEADER_FIELD_RE.match(line):
+        if _is_field(line):
             fields += 1
         if fields >= 2:
             return True
-    return fields >= 1 and any(_HEADER_FIELD_RE.match(x) and "subject" in x.lower() for x in lines[start : start + 8])
+    return fields >= 1 and any(_field_name(x) == "subject" for x in lines[start : start + 8])
 
 
 def _last_from(lines: list[str], i: int) -> bool:
@@ -252,16 +290,19 @@ def _last_from(lines: list[str], i: int) -> bool:
 _NOTES_PERSON_RE = re.compile(r"@|\b\w+/\w+")  # an address, or a Notes name "Jane Doe/Sales/Acme"
 
 
-def _notes_header(lines: list[str], start: int) -> bool:
+def _notes_header(lines: list[str], start: int, colons: list[bool]) -> bool:
     """Lotus Notes' reply header: the sender (an address or "Name/Org") with the date on its line or the next,
     then an indented block of To:, cc:, Subject: within a few lines."""
+    if sum(colons[start + 1 : start + 9]) < 2:
+        return False
     line = lines[start]
-    if not _NOTES_PERSON_RE.search(line) or len(line) > 200 or _QUOTE_LINE_RE.match(line):
+    if len(line) > 200 or not _NOTES_PERSON_RE.search(line) or _QUOTE_LINE_RE.match(line):
         return False
     if not (_DATE_HINT_RE.search(line) or (start + 1 < len(lines) and _DATE_HINT_RE.search(lines[start + 1]))):
         return False
-    fields = [x for x in lines[start + 1 : start + 9] if _HEADER_FIELD_RE.match(x)]
-    return len(fields) >= 2 and any(re.match(r"^\s*(?:To|Subject|An|Betreff)\s*:", x, re.I) for x in fields)
+    fields = [_field_name(x) for x in lines[start + 1 : start + 9]]
+    fields = [x for x in fields if x in _FIELD_NAMES]
+    return len(fields) >= 2 and any(x in ("to", "subject", "an", "betreff") for x in fields)
 
 
 def _rest_is_quoted(lines: list[str], start: int) -> bool:
@@ -323,9 +364,10 @@ def _after_quote(lines: list[str], cut: int, wrote: set[str]) -> tuple[list[str]
 
 def _strip_signature(lines: list[str]) -> list[str]:
     for i, line in enumerate(lines):
-        if _SIGNATURE_DELIMITER_RE.match(line) and i > 0 and len(lines) - i <= 15:
+        first = line.lstrip()[:1]
+        if first in ("-", "_") and _SIGNATURE_DELIMITER_RE.match(line) and i > 0 and len(lines) - i <= 15:
             return lines[:i]
-        if _MOBILE_SIGNATURE_RE.match(line) and len(lines) - i <= 4:
+        if first in _MOBILE_FIRST and _MOBILE_SIGNATURE_RE.match(line) and len(lines) - i <= 4:
             return lines[:i]
     return lines
 
