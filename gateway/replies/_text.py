@@ -148,7 +148,7 @@ class Reading(NamedTuple):
 
 
 def _ends_with_wrote(line: str) -> bool:
-    tail = line.rstrip(" \t:：-_")
+    tail = line.rstrip(" \t\xa0:：-_")
     if tail.endswith("(a)"):
         tail = tail[:-3].rstrip()
     last = tail[tail.rfind(" ") + 1 :].lower()
