@@ -153,15 +153,18 @@ def webhooks_in(count: int, samples: int) -> list[Row]:
 
 def reading() -> list[Row]:
     rows = replies.measure()
-    return [
-        (
-            "extract_reply on ../shared/corpus",
-            f"{_pick(rows, 'extract_reply lenient')} lenient, {_pick(rows, 'extract_reply strict')} strict,"
-            f" {_pick(rows, 'extract_reply speed')}",
-            ">= 95 %, >= 5,000 msg/s",
-        ),
-        ("automated_kind", f"{_pick(rows, 'automated_kind right')} right", "all"),
-    ]
+    out: list[Row] = []
+    for name in replies.SETS:
+        out.append(
+            (
+                f"extract_reply on {name}",
+                f"{_pick(rows, f'{name} lenient')} lenient, {_pick(rows, f'{name} quoted history leaked')} leaks,"
+                f" {_pick(rows, f'{name} extract_reply speed')}",
+                ">= 95 %, 0 leaks, >= 10,000 msg/s",
+            )
+        )
+    out.append(("automated_kind", f"{_pick(rows, 'automated_kind right')} right", "all"))
+    return out
 
 
 def scheduling(requests: int) -> list[Row]:

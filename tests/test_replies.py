@@ -199,14 +199,17 @@ def test_parse_decision(text: str, decision: str, comment: str) -> None:
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not beside the project")
-def test_reply_corpus_lenient_score_at_least_95_percent() -> None:
+@pytest.mark.parametrize(("corpus", "floor"), [("replies.jsonl", 1.0), ("replies_more.jsonl", 0.95)])
+def test_reply_corpus_lenient_score_and_no_leaked_quote(corpus: str, floor: float) -> None:
     sys.path.insert(0, str(TOOLS))
     import score_replies
 
-    records = [json.loads(line) for line in (CORPUS / "replies.jsonl").read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in (CORPUS / corpus).read_text().splitlines() if line.strip()]
     run = score_replies.project()
-    lenient = sum(score_replies.judge(rec, run(rec) or "")[1] for rec in records)
-    assert lenient / len(records) >= 0.95, f"{lenient}/{len(records)}"
+    judged = [(rec["id"], *score_replies.judge(rec, run(rec) or "")) for rec in records]
+    lenient = sum(j[2] for j in judged)
+    assert lenient / len(records) >= floor, [j[0] for j in judged if not j[2]]
+    assert [j[0] for j in judged if j[3]] == []  # no quoted history in any agent's feedback
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not beside the project")
@@ -217,7 +220,12 @@ def test_automated_corpus_all_right_and_no_human_flagged() -> None:
     automated = [json.loads(x) for x in (CORPUS / "automated.jsonl").read_text().splitlines() if x.strip()]
     wrong = [(r["id"], r["kind"], automated_kind(raw(r))) for r in automated if automated_kind(raw(r)) != r["kind"]]
     assert wrong == []
-    replies = [json.loads(x) for x in (CORPUS / "replies.jsonl").read_text().splitlines() if x.strip()]
+    replies = [
+        json.loads(x)
+        for name in ("replies.jsonl", "replies_more.jsonl")
+        for x in (CORPUS / name).read_text().splitlines()
+        if x.strip()
+    ]
     flagged = [r["id"] for r in replies if r["is_full_message"] and automated_kind(raw(r)) is not None]
     assert flagged == []
     assert len(automated) == 171
