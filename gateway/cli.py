@@ -531,7 +531,7 @@ def _doctor(send_test: str | None) -> int:
 
 
 def _parse_reply(path: str) -> int:
-    from gateway.replies import automated_kind, extract_reply, parse_decision
+    from gateway.replies import automated_kind, parse_decision, read_reply
 
     try:
         raw = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115
@@ -539,8 +539,10 @@ def _parse_reply(path: str) -> int:
         print(f"gateway: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
     kind = automated_kind(raw)
-    text = extract_reply(raw)
+    text, forwarded = read_reply(raw)
     print(f"automated: {kind or 'no'}")
+    if forwarded:
+        print("forwarded: yes (a forwarded message is not part of the reply's text)")
     if kind is not None:
         print("decision:  none (automatic mail never decides)")
     elif not text.strip():

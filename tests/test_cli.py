@@ -214,6 +214,17 @@ def test_parse_reply_command(tmp_path: Path) -> None:
     assert "automated: no" in result.stdout
     assert "decision:  approve" in result.stdout
     assert result.stdout.rstrip().endswith("Yes, ship it.")
+    assert "forwarded" not in result.stdout
+    forward = tmp_path / "forward.eml"
+    forward.write_bytes(
+        b"From: a@example.com\r\nSubject: Re: x\r\n\r\nNo.\r\n\r\n---------- Forwarded message ---------\r\n"
+        b"From: c@example.org\r\n\r\nYes!\r\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "parse-reply", str(forward)], capture_output=True, text=True
+    )
+    assert "forwarded: yes" in result.stdout and "decision:  reject" in result.stdout
+    assert result.stdout.rstrip().endswith("No.")
     ooo = tmp_path / "ooo.eml"
     ooo.write_bytes(b"From: a@example.com\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nAway.\r\n")
     result = subprocess.run([sys.executable, "-m", "gateway", "parse-reply", str(ooo)], capture_output=True, text=True)

@@ -149,6 +149,8 @@ class Reading(NamedTuple):
 
 def _ends_with_wrote(line: str) -> bool:
     tail = line.rstrip(" \t\xa0:：-_")
+    if tail[-1:] in _NEVER_LAST:
+        return False
     if tail.endswith("(a)"):
         tail = tail[:-3].rstrip()
     last = tail[tail.rfind(" ") + 1 :].lower()
@@ -158,14 +160,22 @@ def _ends_with_wrote(line: str) -> bool:
     return not last.isascii() and last.endswith(_WROTE_UNSPACED)
 
 
-def _wrote_lines(lines: list[str]) -> set[str]:
-    """The lines that end with a "wrote" word, found once per text and looked up after."""
-    return {line for line in lines if _ends_with_wrote(line)}
+# A line ending so does not end with a "wrote" word (nor with Polish's "napisał(a)").
+_NEVER_LAST = frozenset(".,;!?\"'>]}0123456789…")
 
 
-def _is_quote_header(chunk: list[str], wrote: set[str]) -> bool:
+class _Wrote(dict[str, bool]):
+    """Whether a line ends with a "wrote" word, worked out on first use (the scan stops at the history, so most
+    lines of a long quote are never looked at)."""
+
+    def __missing__(self, line: str) -> bool:
+        value = self[line] = _ends_with_wrote(line)
+        return value
+
+
+def _is_quote_header(chunk: list[str], wrote: _Wrote) -> bool:
     """Whether these consecutive non-blank lines are an attribution line ("On … wrote:" and kin)."""
-    ends_with_wrote = chunk[-1] in wrote
+    ends_with_wrote = wrote[chunk[-1]]
     if not ends_with_wrote and not chunk[-1].rstrip().endswith((":", "：")):
         return False
     text = " ".join(part.strip().lstrip(">").strip() for part in chunk).strip("-_ ")
@@ -198,7 +208,7 @@ def _starts_like_attribution(line: str) -> bool:
     return bool(_ON_START_RE.match(first) or _DATE_HINT_RE.search(first))
 
 
-def _attribution_at(lines: list[str], i: int, wrote: set[str], enders: list[bool]) -> bool:
+def _attribution_at(lines: list[str], i: int, wrote: _Wrote, enders: list[bool]) -> bool:
     # An attribution may be wrapped over a few lines, some clients even leave blank lines inside it.
     for span in range(1, 6 if _starts_like_attribution(lines[i]) else 2):
         end = min(i + span, len(lines)) - 1
@@ -212,11 +222,18 @@ def _attribution_at(lines: list[str], i: int, wrote: set[str], enders: list[bool
     return False
 
 
-def _quote_start(lines: list[str], wrote: set[str]) -> tuple[int, bool] | None:
+def _quote_start(lines: list[str], wrote: _Wrote) -> tuple[int, bool] | None:
     """(index of the first line of quoted history, whether it is a forwarded message), or None."""
-    enders = [line in wrote or line.rstrip().endswith((":", "：")) for line in lines]
-    colons = [(":" in line or "：" in line) and _field_name(line) is not None for line in lines]
+    # Per line, worked out as the scan reaches nine lines ahead: ends like an attribution; looks like a field.
+    enders: list[bool] = []
+    colons: list[bool] = []
+    count = len(lines)
     for i, line in enumerate(lines):
+        while len(enders) < count and len(enders) < i + 9:
+            ahead = lines[len(enders)]
+            colon = ":" in ahead or "：" in ahead
+            enders.append((colon and ahead.rstrip().endswith((":", "："))) or wrote[ahead])
+            colons.append(colon and _field_name(ahead) is not None)
         first = line.lstrip()[:1]
         if not first:
             continue
@@ -336,21 +353,21 @@ def _inline_reply(lines: list[str], cut: int) -> bool:
     return False
 
 
-def _split_inline_attribution(lines: list[str], wrote: set[str]) -> list[str]:
+def _split_inline_attribution(lines: list[str], wrote: _Wrote) -> list[str]:
     """'reply On <date>, <someone> wrote:' becomes two lines, so the attribution is found like any other."""
     for i, line in enumerate(lines):
-        if line not in wrote:
+        if not wrote[line]:
             continue
         match = _INLINE_ATTRIBUTION_RE.match(line)
         if match and _DATE_HINT_RE.search(match.group("rest")) and not _QUOTE_LINE_RE.match(line):
             head = match.group("reply").rstrip("- ")
             tail = line[len(match.group("reply")) :].lstrip("- ")
-            wrote.add(tail)
+            wrote[tail] = True
             return [*lines[:i], head, tail, *lines[i + 1 :]]
     return lines
 
 
-def _after_quote(lines: list[str], cut: int, wrote: set[str]) -> tuple[list[str], bool]:
+def _after_quote(lines: list[str], cut: int, wrote: _Wrote) -> tuple[list[str], bool]:
     """The unquoted lines after an attribution and its '>' block, up to any further quoted history."""
     i = cut + 1
     while i < len(lines) and (not lines[i].strip() or _QUOTE_LINE_RE.match(lines[i])):
@@ -382,7 +399,7 @@ def read_text(text: str) -> Reading:
     """The new text of a plain-text body."""
     text = _BIDI_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     lines = text.split("\n")
-    wrote = _wrote_lines(lines)
+    wrote = _Wrote()
     lines = _split_inline_attribution(lines, wrote)
     forwarded = False
     found = _quote_start(lines, wrote)
