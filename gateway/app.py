@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from gateway import __version__, observability
 from gateway.api import errors
 from gateway.approvals.routes import router as approvals_router
+from gateway.humanlayer.routes import router as humanlayer_router
 from gateway.inbound.routes import router as inbound_router
 from gateway.links.routes import router as links_router
 from gateway.runtime import Runtime
@@ -38,6 +39,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(approvals_router)
     app.include_router(links_router)
     app.include_router(inbound_router)
+    app.include_router(humanlayer_router)
     if runtime.dev_mailbox is not None:
         from gateway.dev.routes import router as dev_router
 

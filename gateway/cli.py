@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create an API key and print it once")
     create.add_argument("name")
+    create.add_argument(
+        "--responder",
+        action="store_true",
+        help="a key that answers requests on their recipients' behalf (a chat bot, a portal), never makes any",
+    )
     keys_list = keys_sub.add_parser("list", help="every key: name, id, created, last used, revoked")
     revoke = keys_sub.add_parser("revoke", help="revoke a key (by name or id): refused everywhere within a second")
     revoke.add_argument("key", metavar="NAME|ID")
@@ -460,11 +465,12 @@ def _keys(args: argparse.Namespace) -> int:
 
         async def create(db: Any) -> tuple[Any, str]:
             await upgrade_schema(db)  # a new deployment's first step: the database may be new too
-            return await keys.create_key(db, args.name)
+            return await keys.create_key(db, args.name, role=role)
 
+        role = "responder" if args.responder else "agent"
         _, plaintext = _db_run(settings, create, create=True, needs_schema=False)
         print(plaintext)
-        print(f"(key {args.name!r} created in {where}; it is shown only this once)", file=sys.stderr)
+        print(f"({role} key {args.name!r} created in {where}; it is shown only this once)", file=sys.stderr)
         return 0
     if args.keys_command == "revoke":
 
@@ -480,11 +486,11 @@ def _keys(args: argparse.Namespace) -> int:
         return 0
     found = _db_run(settings, keys.list_keys)
     print(f"# {where}", file=sys.stderr)
-    print(f"{'NAME':<20} {'ID':<32} {'CREATED':<17} {'LAST USED':<17} REVOKED")
+    print(f"{'NAME':<20} {'ID':<32} {'ROLE':<10} {'CREATED':<17} {'LAST USED':<17} REVOKED")
     for key in found:
         print(
-            f"{key.name[:20]:<20} {key.id:<32} {_when(key.created_at):<17} {_when(key.last_used_at):<17}"
-            f" {_when(key.revoked_at)}"
+            f"{key.name[:20]:<20} {key.id:<32} {key.role:<10} {_when(key.created_at):<17}"
+            f" {_when(key.last_used_at):<17} {_when(key.revoked_at)}"
         )
     return 0
 

@@ -24,6 +24,13 @@ class UnauthorizedError(GatewayError):
     code = "unauthorized"
 
 
+class ForbiddenError(GatewayError):
+    """A valid key used for what its role does not allow."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFoundError(GatewayError):
     status = 404
     code = "not_found"

@@ -25,10 +25,14 @@ log = logging.getLogger("gateway.keys")
 KEY_PREFIX = "gw_"
 
 
+ROLES = ("agent", "responder")
+
+
 @dataclass(frozen=True)
 class Principal:
     key_id: str
     name: str
+    role: str = "agent"
 
 
 def hash_key(plaintext: str) -> str:
@@ -62,11 +66,13 @@ def generate_key() -> str:
     return f"{KEY_PREFIX}{random_token(8)}_{secrets.token_urlsafe(32)}"
 
 
-async def create_key(db: Database, name: str, plaintext: str | None = None) -> tuple[ApiKey, str]:
+async def create_key(db: Database, name: str, plaintext: str | None = None, role: str = "agent") -> tuple[ApiKey, str]:
     """Store a new key and return it with its plaintext, which is never stored and cannot be shown again."""
+    if role not in ROLES:
+        raise ValueError(f"a key's role is one of {', '.join(ROLES)}")
     plaintext = plaintext or generate_key()
     check_chosen_key(plaintext)
-    key = ApiKey(id=new_id("key"), name=name, prefix=prefix_of(plaintext), key_hash=hash_key(plaintext))
+    key = ApiKey(id=new_id("key"), name=name, prefix=prefix_of(plaintext), key_hash=hash_key(plaintext), role=role)
     async with db.write() as session:
         session.add(key)
     return key, plaintext
@@ -143,7 +149,7 @@ class KeyStore:
         if key is None or key.revoked_at is not None or not hmac.compare_digest(key.key_hash, digest):
             self._cache.pop(digest, None)
             return None
-        principal = Principal(key_id=key.id, name=key.name)
+        principal = Principal(key_id=key.id, name=key.name, role=key.role)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (principal, now)

@@ -134,6 +134,9 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     revoked_at: datetime | None = _dt()
     last_used_at: datetime | None = _dt()  # to the minute or so: written when a process first sees the key in use
+    # "agent": makes requests and reads its own; "responder": answers requests on behalf of their recipients
+    # (a chat bot, a portal, HumanLayer's respond routes), never makes any.
+    role: str = Field(default="agent", sa_column_kwargs={"server_default": "agent"})
 
 
 class Request(SQLModel, table=True):  # type: ignore[no-redef]

@@ -3,7 +3,7 @@
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.errors import UnauthorizedError
+from gateway.errors import ForbiddenError, UnauthorizedError
 from gateway.keys import Principal
 from gateway.services import Services
 
@@ -20,10 +20,30 @@ async def services(request: Request) -> Services:
     return _services(request)
 
 
-async def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+async def any_key(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthorizedError("send your API key as `Authorization: Bearer <key>`")
     found = await _services(request).keys.authenticate(credentials.credentials)
     if found is None:
         raise UnauthorizedError("this API key is not valid")
     return found
+
+
+async def principal(who: Principal = Depends(any_key)) -> Principal:
+    """An agent's key: makes requests and reads its own."""
+    if who.role != "agent":
+        raise ForbiddenError(
+            f"{who.name!r} is a responder key: it answers requests on a recipient's behalf and makes none"
+            " (an agent uses a key from `gateway keys create NAME`)"
+        )
+    return who
+
+
+async def responder(who: Principal = Depends(any_key)) -> Principal:
+    """A responder's key (`gateway keys create NAME --responder`): answers requests for their recipients."""
+    if who.role != "responder":
+        raise ForbiddenError(
+            "an agent's key cannot answer requests, its own or any other: answers come from the recipients"
+            " (links, replies) or from a responder key (`gateway keys create NAME --responder`)"
+        )
+    return who

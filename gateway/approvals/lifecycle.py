@@ -6,6 +6,7 @@ does what is due for one request in one transaction, and the scheduler (``approv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -93,27 +94,61 @@ def _duration(seconds: int) -> str:
 async def escalate(svc: Any, session: Any, request: Request, now: datetime) -> list[Any]:
     """Add the fallback approvers, each with their own links; the original recipients stay valid."""
     plan = request.escalation or {}
+    request.escalated_at = now
+    return await add_recipients(
+        svc,
+        session,
+        request,
+        plan.get("to", []),
+        [],
+        lambda originals: (
+            f"Escalated to you: this request has waited {_duration(int(plan.get('after', 0)))} without a decision. "
+            f"It was first sent to {originals}, who can still answer too."
+        ),
+        after=plan.get("after"),
+    )
+
+
+async def add_recipients(
+    svc: Any,
+    session: Any,
+    request: Request,
+    to: list[str],
+    cc: list[str],
+    note: Callable[[str], str],
+    **detail: Any,
+) -> list[Any]:
+    """New approvers (``to``) and copied recipients (``cc``), each with their own mail carrying ``note(the
+    original approvers)``; addresses already on the request are left as they are. The rows to write."""
     present = list((await session.exec(RECIPIENTS, params={"rid": request.id})).all())
     known = {addresses.normalise(r.address) for r in present}
-    added = [
-        build(Recipient, id=new_id("rcp"), request_id=request.id, address=a, role="to", escalated=True)
-        for a in plan.get("to", [])
-        if addresses.normalise(a) not in known
-    ]
-    request.escalated_at = now
+    added: list[Recipient] = []
+    for role, wanted in (("to", to), ("cc", cc)):
+        for address in wanted:
+            if addresses.normalise(address) not in known:
+                known.add(addresses.normalise(address))
+                added.append(
+                    build(
+                        Recipient, id=new_id("rcp"), request_id=request.id, address=address, role=role, escalated=True
+                    )
+                )
     session.add_all(added)
     await session.flush()  # the recipients first: the mails and events below refer to them
-    rows: list[Any] = []
     originals = ", ".join(r.address for r in present if r.role == "to" and not r.escalated)
-    note = (
-        f"Escalated to you: this request has waited {_duration(int(plan.get('after', 0)))} without a decision. "
-        f"It was first sent to {originals}, who can still answer too."
-    )
     agent = await _agent_name(session, request)
-    approvers = sum(1 for r in present if r.role == "to") + len(added)
-    mails = [compose_request_mail(svc, request, r, approvers, agent, note=note) for r in added]
-    rows += mails
-    rows.append(event(request.id, "escalated", None, to=[r.address for r in added], after=plan.get("after")))
+    approvers = sum(1 for r in present if r.role == "to") + sum(1 for r in added if r.role == "to")
+    mails = [compose_request_mail(svc, request, r, approvers, agent, note=note(originals)) for r in added]
+    rows: list[Any] = [*mails]
+    rows.append(
+        event(
+            request.id,
+            "escalated",
+            None,
+            to=[r.address for r in added if r.role == "to"],
+            **({"cc": [r.address for r in added if r.role == "cc"]} if cc else {}),
+            **detail,
+        )
+    )
     rows += [
         event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id) for m in mails
     ]
@@ -124,26 +159,31 @@ async def remind(svc: Any, session: Any, request: Request, now: datetime) -> lis
     """One reminder, in each thread, to every approver who has not answered."""
     sent_before = request.reminders_sent
     request.reminders_sent = reminders_passed(request, now)
+    note = f"Reminder: this is still waiting for your answer (sent {_duration(_age(request, now))} ago)."
+    rows, waiting = await to_waiting(svc, session, request, note)
+    if not waiting:
+        return []
+    return [*rows, event(request.id, "reminder", None, number=sent_before + 1, to=waiting)]
+
+
+async def to_waiting(svc: Any, session: Any, request: Request, note: str) -> tuple[list[Any], list[str]]:
+    """The request again, in each thread, with ``note`` on top, to every approver who has not answered: the
+    mails, and who they go to."""
     recipients = list((await session.exec(RECIPIENTS, params={"rid": request.id})).all())
     answered = {r.recipient_id for r in (await session.exec(RESPONSES, params={"rid": request.id})).all()}
     waiting = [r for r in recipients if r.role == "to" and r.id not in answered]
     if not waiting:
-        return []
+        return [], []
     mail_threads = await effects.threads(session, request.id)
     agent = await _agent_name(session, request)
     approvers = sum(1 for r in recipients if r.role == "to")
-    note = f"Reminder: this is still waiting for your answer (sent {_duration(_age(request, now))} ago)."
     mails = [
         compose_request_mail(
             svc, request, r, approvers, agent, note=note, thread=mail_threads.get(r.id), kind="reminder"
         )
         for r in waiting
     ]
-    number = sent_before + 1
-    return [
-        *mails,
-        event(request.id, "reminder", None, number=number, to=[r.address for r in waiting]),
-    ]
+    return mails, [r.address for r in waiting]
 
 
 def _age(request: Request, now: datetime) -> int:

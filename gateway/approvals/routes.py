@@ -8,14 +8,16 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
-from gateway.api.deps import principal, services
+from gateway.api.deps import principal, responder, services
 from gateway.approvals import service
 from gateway.approvals.present import approval_out, question_out
 from gateway.approvals.schemas import (
+    ApprovalAnswer,
     ApprovalCreate,
     ApprovalOut,
     ErrorOut,
     EventOut,
+    QuestionAnswer,
     QuestionCreate,
     QuestionOut,
 )
@@ -29,6 +31,8 @@ router = APIRouter(prefix="/v1")
 
 _ERROR_TEXT = {
     401: "No API key, or one that is not valid (or was revoked)",
+    403: "A key whose role does not allow this (an agent's key answering, a responder's key asking), or a copied"
+    " recipient answering",
     404: "No such request among those your key created",
     409: "A conflict: the call_id is used with other content, or the request is no longer pending",
     413: "The body is larger than 1 MiB",
@@ -201,6 +205,65 @@ def _register(
         summary=f"{label} audit trail, oldest first",
         responses=_errors(401, 404),
         name=f"{kind}_events",
+    )
+
+
+async def answer_approval(
+    request_id: str,
+    body: ApprovalAnswer,
+    who: Principal = Depends(responder),
+    svc: Services = Depends(services),
+) -> Any:
+    if body.edited_kwargs is not None:
+        raise InvalidInputError("edited_kwargs: this approval does not allow edits")
+    view = await service.answer_for(
+        svc,
+        who,
+        "approval",
+        request_id,
+        body.approver,
+        decision=body.decision,
+        comment=body.comment,
+        option=body.reject_option,
+    )
+    return as_json(approval_out(view))
+
+
+async def answer_question(
+    request_id: str,
+    body: QuestionAnswer,
+    who: Principal = Depends(responder),
+    svc: Services = Depends(services),
+) -> Any:
+    if body.response_data is not None:
+        raise InvalidInputError("response_data: this question has no response_schema; answer with response text")
+    view = await service.answer_for(
+        svc,
+        who,
+        "question",
+        request_id,
+        body.responder,
+        decision="answer",
+        comment=body.response,
+        option=body.response_option,
+    )
+    return as_json(question_out(view))
+
+
+for _path, _route, _model, _kind in (
+    ("/approvals/{request_id}/responses", answer_approval, ApprovalOut, "approval"),
+    ("/questions/{request_id}/responses", answer_question, QuestionOut, "question"),
+):
+    router.add_api_route(
+        _path,
+        _route,
+        methods=["POST"],
+        response_model=_model,
+        tags=[f"{_kind}s"],
+        summary=f"Answer {'an' if _kind == 'approval' else 'a'} {_kind} on behalf of one of its recipients"
+        " (a responder key)",
+        responses=_errors(401, 403, 404, 409, 413, 422),
+        name=f"answer_{_kind}",
     )
 
 

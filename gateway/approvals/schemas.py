@@ -196,6 +196,31 @@ class QuestionCreate(_CreateBase):
         return cls._unique_options(value)
 
 
+class ApprovalAnswer(_Strict):
+    """An answer given over the API by a responder key, on behalf of one of the approval's recipients."""
+
+    approver: EmailAddress
+    decision: Literal["approve", "reject"]
+    comment: str | None = Field(default=None, max_length=100_000)
+    reject_option: str | None = Field(default=None, max_length=100)
+    edited_kwargs: dict[str, Any] | None = None
+
+
+class QuestionAnswer(_Strict):
+    """An answer to a question over the API by a responder key, on behalf of one of its recipients."""
+
+    responder: EmailAddress
+    response: str | None = Field(default=None, max_length=100_000)
+    response_option: str | None = Field(default=None, max_length=100)
+    response_data: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> QuestionAnswer:
+        if not (self.response or "").strip() and self.response_option is None and self.response_data is None:
+            raise ValueError("give a response, a response_option or response_data")
+        return self
+
+
 class ResponseOut(BaseModel):
     approver: str
     decision: Literal["approve", "reject"]

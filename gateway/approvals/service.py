@@ -554,6 +554,99 @@ async def list_for_agent(
         return await list_views(session, replace(filters, api_key_id=principal.key_id, kind=kind))
 
 
+async def view_by_call_id(svc: Services, principal: Principal, kind: str, call_id: str) -> RequestView:
+    """An agent's request by the call_id it chose: one lookup on the (key, call_id) unique index."""
+    async with svc.db.read() as session:
+        request = await _existing(session, principal.key_id, call_id)
+    if request is None or request.kind != kind:
+        raise NotFoundError(kind, call_id)
+    view = await _current_view(svc, request.id, lambda _: True)
+    if view is None:
+        raise NotFoundError(kind, call_id)
+    return view
+
+
+async def answer_for(
+    svc: Services,
+    responder: Principal,
+    kind: str,
+    request_id: str,
+    approver: str | None,
+    *,
+    decision: str,
+    comment: str | None = None,
+    option: str | None = None,
+) -> RequestView:
+    """A responder key answers on behalf of one of the request's approvers, under the rules a link follows (one
+    answer each, the policy, expiry), recorded with ``via: "api"`` and the key's name. Without ``approver``:
+    the first approver who has not answered (the one address HumanLayer's channel names comes first)."""
+    async with svc.db.read() as session:
+        request = await session.get(Request, request_id)
+        if request is None or request.kind != kind:
+            raise NotFoundError(kind, request_id)
+        recipients = list((await session.exec(select(Recipient).where(Recipient.request_id == request_id))).all())
+        answered = {r.recipient_id for r in (await session.exec(RESPONSES, params={"rid": request_id})).all()}
+    approvers = sorted((r for r in recipients if r.role == "to"), key=lambda r: (r.escalated, r.id))
+    if approver is None:
+        chosen = next((r for r in approvers if r.id not in answered), approvers[0] if approvers else None)
+    else:
+        wanted = addresses.normalise(approver)
+        chosen = next((r for r in recipients if addresses.normalise(r.address) == wanted), None)
+        if chosen is None:
+            raise InvalidInputError(f"{approver!r} is not a recipient of {request_id}")
+    if chosen is None:
+        raise InvalidInputError(f"{request_id} has no approver to answer for")
+    await respond(
+        svc,
+        chosen.id,
+        decision=decision,
+        via="api",
+        comment=comment,
+        option=option,
+        meta={"responder_key": responder.name},
+    )
+    view = await _current_view(svc, request_id, lambda _: True)
+    assert view is not None
+    return view
+
+
+async def escalate_now(
+    svc: Services, principal: Principal, kind: str, request_id: str, to: list[str], cc: list[str], note: str
+) -> RequestView:
+    """The agent adds approvers (``to``) and copied recipients (``cc``) with ``note`` in their mail; with no new
+    address, the approvers who have not answered get the request again, in their thread, with the note."""
+    async with svc.db.write() as session:
+        request = await _lock_request(svc, session, request_id)
+        if request is None or request.api_key_id != principal.key_id or request.kind != kind:
+            raise NotFoundError(kind, request_id)
+        if is_due_to_expire(request):
+            await _expire_in(svc, session, request)
+        if request.status != "pending":
+            raise NotPendingError(request.id, request.status)
+        present = {
+            addresses.normalise(r.address)
+            for r in (await session.exec(select(Recipient).where(Recipient.request_id == request_id))).all()
+        }
+        if any(addresses.normalise(a) not in present for a in [*to, *cc]):
+            rows = await lifecycle.add_recipients(
+                svc, session, request, to, cc, lambda originals: note, by=principal.name, via="api"
+            )
+        else:
+            mails, waiting = await lifecycle.to_waiting(svc, session, request, note)
+            rows = [*mails, event(request.id, "escalated", principal.name, to=[], renotified=waiting, via="api")]
+            rows += [
+                event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id)
+                for m in mails
+                if isinstance(m, OutboxMessage)
+            ]
+        session.add_all(rows)
+    svc.wake_outbox(webhooks=False)
+    svc.request_changed(request_id)
+    view = await _current_view(svc, request_id, lambda _: True)
+    assert view is not None
+    return view
+
+
 async def record_event(svc: Services, request_id: str, type_: str, actor: str | None, **data: Any) -> None:
     async with svc.db.write() as session:
         session.add(event(request_id, type_, actor, **data))
