@@ -290,8 +290,17 @@ def test_commands_in_the_dev_folder_read_the_dev_database(tmp_path: Path) -> Non
         assert "gateway-dev.sqlite3" in listed.stderr  # it says which database it read
         verified = _cli("audit", "verify", cwd=tmp_path)
         assert verified.returncode == 0 and "intact" in verified.stdout
+        bot = _cli("keys", "create", "chat-bot", "--responder", cwd=tmp_path)
+        assert bot.returncode == 0 and "responder key 'chat-bot' created" in bot.stderr
         keys = _cli("keys", "list", cwd=tmp_path)
         assert keys.returncode == 0 and "dev" in keys.stdout and "gateway-dev.sqlite3" in keys.stderr
+        assert any(line.startswith("chat-bot") and " responder " in line for line in keys.stdout.splitlines())
+        asks = httpx.post(
+            f"{base}/v1/approvals",
+            headers={"Authorization": f"Bearer {bot.stdout.strip()}"},
+            json={"fn": "ship_it", "kwargs": {}, "channel": {"email": {"to": ["me@example.com"]}}},
+        )
+        assert asks.status_code == 403, asks.text  # a responder key answers; it never asks
         busy = _cli("dev", "--port", str(port), cwd=tmp_path)  # the same port again
         _one_line_refusal(busy, f"127.0.0.1:{port}", "in use")
         assert "is running" not in busy.stdout and "API key" not in busy.stdout

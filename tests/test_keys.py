@@ -91,3 +91,18 @@ async def test_a_key_chosen_by_the_team_works_and_its_use_is_recorded(tmp_path: 
             await ensure_key(db, "dev", chosen)
     finally:
         await db.dispose()
+
+
+async def test_a_responder_key_carries_its_role(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/k.sqlite3")
+    await upgrade(db)
+    _, agent = await create_key(db, "agent-1")
+    _, bot = await create_key(db, "chat-bot", role="responder")
+    store = KeyStore(db)
+    found_agent, found_bot = await store.authenticate(agent), await store.authenticate(bot)
+    assert found_agent is not None and found_agent.role == "agent"
+    assert found_bot is not None and found_bot.role == "responder"
+    assert {k.name: k.role for k in await list_keys(db)} == {"agent-1": "agent", "chat-bot": "responder"}
+    with pytest.raises(ValueError, match="role"):
+        await create_key(db, "admin", role="admin")
+    await db.dispose()
