@@ -554,16 +554,19 @@ async def list_for_agent(
         return await list_views(session, replace(filters, api_key_id=principal.key_id, kind=kind))
 
 
-async def view_by_call_id(svc: Services, principal: Principal, kind: str, call_id: str) -> RequestView:
-    """An agent's request by the call_id it chose: one lookup on the (key, call_id) unique index."""
+async def request_by_call_id(svc: Services, principal: Principal, kind: str, call_id: str) -> Request:
+    """An agent's request by the call_id it chose: one lookup on the (key, call_id) unique index (HumanLayer's
+    SDKs poll with it every 3 seconds), and a second read only when the poll finds it due to expire."""
     async with svc.db.read() as session:
         request = await _existing(session, principal.key_id, call_id)
     if request is None or request.kind != kind:
         raise NotFoundError(kind, call_id)
-    view = await _current_view(svc, request.id, lambda _: True)
-    if view is None:
-        raise NotFoundError(kind, call_id)
-    return view
+    if is_due_to_expire(request):
+        await expire_if_due(svc, request.id)
+        async with svc.db.read() as session:
+            request = await session.get(Request, request.id)
+        assert request is not None
+    return request
 
 
 async def answer_for(

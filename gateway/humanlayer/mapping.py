@@ -8,9 +8,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
-from gateway.approvals.views import RequestView
 from gateway.errors import InvalidInputError
 from gateway.humanlayer import schemas as hl
+from gateway.models import Request
 
 SERVED = (
     "this gateway reaches humans by email only: give the channel as"
@@ -130,21 +130,19 @@ def _channel_back(channel: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _gateway(view: RequestView) -> hl.GatewayView:
-    r = view.request
+def _gateway(r: Request) -> hl.GatewayView:
     return hl.GatewayView(id=r.id, status=r.status, decided_by=r.decided_by, decided_via=r.decided_via)
 
 
-def _when_closed(view: RequestView) -> str:
-    r = view.request
+def _when_closed(r: Request) -> str:
     when = r.decided_at or r.expires_at
     return f" at {when:%Y-%m-%d %H:%M} UTC" if when is not None else ""
 
 
-def function_call_out(view: RequestView) -> hl.FunctionCallOut:
+def function_call_out(r: Request) -> hl.FunctionCallOut:
     """The SDKs wait until ``status.approved`` is true or false: every final state sets it, and a "no" always
-    carries a comment saying why (the Python SDK refuses a rejection without one)."""
-    r = view.request
+    carries a comment saying why (the Python SDK refuses a rejection without one). Everything it says is on
+    the request's own row."""
     approved: bool | None = None
     comment = r.comment
     if r.status == "approved":
@@ -154,10 +152,10 @@ def function_call_out(view: RequestView) -> hl.FunctionCallOut:
         comment = r.comment or f"Rejected by {r.decided_by or 'the approver'}, without a comment."
     elif r.status == "expired":
         approved = False
-        comment = f"Not approved: the request expired{_when_closed(view)} before anyone decided."
+        comment = f"Not approved: the request expired{_when_closed(r)} before anyone decided."
     elif r.status == "cancelled":
         approved = False
-        comment = f"Not approved: the request was cancelled{_when_closed(view)}."
+        comment = f"Not approved: the request was cancelled{_when_closed(r)}."
     return hl.FunctionCallOut(
         run_id=r.run_id or "",
         call_id=r.call_id,
@@ -175,23 +173,22 @@ def function_call_out(view: RequestView) -> hl.FunctionCallOut:
             comment=comment,
             reject_option_name=r.option,
         ),
-        gateway=_gateway(view),
+        gateway=_gateway(r),
     )
 
 
-def human_contact_out(view: RequestView) -> hl.HumanContactOut:
+def human_contact_out(r: Request) -> hl.HumanContactOut:
     """The SDKs wait until ``status.response`` is set (TypeScript: not empty): an answer chosen by option alone
     reads as the option's title, and an expiry or a cancel as a sentence saying so."""
-    r = view.request
     response: str | None = None
     if r.status == "answered":
         option = next((o for o in r.options or [] if o.get("name") == r.option), None)
         chosen = (option.get("title") or option.get("name")) if option else r.option
         response = r.comment if (r.comment or "").strip() else chosen or "(an empty answer)"
     elif r.status == "expired":
-        response = f"No answer: the request expired{_when_closed(view)} before anyone answered."
+        response = f"No answer: the request expired{_when_closed(r)} before anyone answered."
     elif r.status == "cancelled":
-        response = f"No answer: the request was cancelled{_when_closed(view)}."
+        response = f"No answer: the request was cancelled{_when_closed(r)}."
     return hl.HumanContactOut(
         run_id=r.run_id or "",
         call_id=r.call_id,
@@ -208,5 +205,5 @@ def human_contact_out(view: RequestView) -> hl.HumanContactOut:
             response=response,
             response_option_name=r.option,
         ),
-        gateway=_gateway(view),
+        gateway=_gateway(r),
     )

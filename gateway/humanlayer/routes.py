@@ -37,7 +37,7 @@ async def create_function_call(
     body: hl.FunctionCall, who: Principal = Depends(principal), svc: Services = Depends(services)
 ) -> Any:
     view, created = await service.create_request(svc, who, mapping.approval_of(body))
-    return as_json(mapping.function_call_out(view), 201 if created else 200)
+    return as_json(mapping.function_call_out(view.request), 201 if created else 200)
 
 
 @router.get(
@@ -46,7 +46,7 @@ async def create_function_call(
 async def get_function_call(
     call_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)
 ) -> Any:
-    return as_json(mapping.function_call_out(await service.view_by_call_id(svc, who, "approval", call_id)))
+    return as_json(mapping.function_call_out(await service.request_by_call_id(svc, who, "approval", call_id)))
 
 
 @router.post(
@@ -56,7 +56,7 @@ async def create_human_contact(
     body: hl.HumanContact, who: Principal = Depends(principal), svc: Services = Depends(services)
 ) -> Any:
     view, created = await service.create_request(svc, who, mapping.question_of(body))
-    return as_json(mapping.human_contact_out(view), 201 if created else 200)
+    return as_json(mapping.human_contact_out(view.request), 201 if created else 200)
 
 
 @router.get(
@@ -65,13 +65,13 @@ async def create_human_contact(
 async def get_human_contact(
     call_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)
 ) -> Any:
-    return as_json(mapping.human_contact_out(await service.view_by_call_id(svc, who, "question", call_id)))
+    return as_json(mapping.human_contact_out(await service.request_by_call_id(svc, who, "question", call_id)))
 
 
 async def _escalate(svc: Services, who: Principal, kind: str, call_id: str, body: hl.Escalation) -> Any:
-    view = await service.view_by_call_id(svc, who, kind, call_id)
+    request = await service.request_by_call_id(svc, who, kind, call_id)
     to, cc = mapping.escalation_targets(body)
-    return await service.escalate_now(svc, who, kind, view.request.id, to, cc, body.escalation_msg)
+    return (await service.escalate_now(svc, who, kind, request.id, to, cc, body.escalation_msg)).request
 
 
 @router.post(
@@ -132,7 +132,7 @@ async def respond_function_call(
         comment=body.comment,
         option=body.reject_option_name if not body.approved else None,
     )
-    return as_json(mapping.function_call_out(view))
+    return as_json(mapping.function_call_out(view.request))
 
 
 @router.post(
@@ -157,4 +157,4 @@ async def respond_human_contact(
         comment=body.response,
         option=body.response_option_name,
     )
-    return as_json(mapping.human_contact_out(view))
+    return as_json(mapping.human_contact_out(view.request))
