@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from gateway import __version__, observability
+from gateway.agents.routes import router as agents_router
 from gateway.api import errors
 from gateway.approvals.routes import router as approvals_router
 from gateway.humanlayer.routes import router as humanlayer_router
@@ -40,6 +41,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(links_router)
     app.include_router(inbound_router)
     app.include_router(humanlayer_router)
+    app.include_router(agents_router)
     if runtime.dev_mailbox is not None:
         from gateway.dev.routes import router as dev_router
 

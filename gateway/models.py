@@ -181,6 +181,8 @@ class Request(SQLModel, table=True):  # type: ignore[no-redef]
     escalation: dict[str, Any] | None = _json()  # {"after": s, "to": [address]}
     escalated_at: datetime | None = _dt()
     callback_responses: bool = False
+    # A notification (kind "notification") names the agent its replies reach.
+    agent_id: str | None = Field(default=None, foreign_key="agents.id")
 
 
 class Recipient(SQLModel, table=True):
@@ -269,6 +271,41 @@ class KeyValue(SQLModel, table=True):
     value: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class Agent(SQLModel, table=True):
+    """An agent humans write to: its address is the reply mailbox plus ``tag`` (public: the address proves
+    nothing, so a mail to it is delivered only from an allowed sender who passes DMARC)."""
+
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("api_key_id", "name", name="uq_agents_key_name"),)
+
+    id: str = Field(primary_key=True)
+    api_key_id: str = Field(foreign_key="api_keys.id")
+    name: str
+    tag: str = Field(unique=True)
+    allowed_senders: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    webhook_url: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AgentMessage(SQLModel, table=True):
+    """A human's mail to an agent, delivered in order: ``seq`` is the agent's cursor."""
+
+    __tablename__ = "agent_messages"
+    __table_args__ = (Index("ix_agent_messages_agent_seq", "agent_id", "seq"),)
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(unique=True)
+    agent_id: str = Field(foreign_key="agents.id")
+    message_id: str
+    sender: str
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    run_id: str | None = None
+    notification_id: str | None = Field(default=None, foreign_key="requests.id")
+    received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    raw: str = Field(default="", sa_column=Column(Text, nullable=False))  # the whole mail, for the audit
+
+
 class InboundMessage(SQLModel, table=True):
     """Every mail that reached the inbound pipeline, once: a re-delivered or re-read message (the same Message-ID
     and the same content) decides nothing the second time. The content's digest is part of the key, so a
@@ -286,9 +323,10 @@ class InboundMessage(SQLModel, table=True):
     source: str  # imap | dev | api
     request_id: str | None = Field(default=None, foreign_key="requests.id", index=True)
     recipient_id: str | None = Field(default=None, foreign_key="recipients.id")
-    outcome: str  # decided | recorded | ignored
+    outcome: str  # decided | recorded | delivered | ignored
     reason: str | None = None
     detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    agent_id: str | None = Field(default=None, foreign_key="agents.id", index=True)  # mail to an agent
 
 
 # Configure the mappers now, so rows made by ``build`` work before any session has touched the schema.

@@ -14,7 +14,7 @@ from gateway.approvals.schemas import (
 from gateway.approvals.views import RequestView
 
 
-def _recipients(view: RequestView) -> list[RecipientOut]:
+def recipients_out(view: RequestView) -> list[RecipientOut]:
     answered = {r.recipient_id for r in view.responses}
     out = []
     for rcp in view.recipients:
@@ -66,7 +66,7 @@ def approval_out(view: RequestView) -> ApprovalOut:
         state=r.state,
         ref=r.ref,
         policy=_policy(r.policy),
-        recipients=_recipients(view),
+        recipients=recipients_out(view),
     )
 
 
@@ -93,5 +93,5 @@ def question_out(view: RequestView) -> QuestionOut:
             )
             for x in view.responses
         ],
-        recipients=_recipients(view),
+        recipients=recipients_out(view),
     )

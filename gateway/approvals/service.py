@@ -95,12 +95,11 @@ async def _existing(session: AsyncSession, key_id: str, call_id: str) -> Request
     return (await session.exec(query)).first()
 
 
-def _check_sendable(svc: Services, body: ApprovalCreate | QuestionCreate) -> None:
+def check_sendable(svc: Services, wanted: Sequence[str]) -> None:
     """An address our SMTP server cannot take is refused now, not accepted and lost at delivery."""
     if svc.settings.smtp_utf8:
         return
-    email = body.channel.email
-    for address in [*email.to, *email.cc, *(body.escalation.to if body.escalation else ())]:
+    for address in wanted:
         if addresses.needs_smtputf8(address):
             raise InvalidInputError(
                 f"{address!r}: an address with non-ASCII letters before the @ needs an SMTP server with SMTPUTF8;"
@@ -123,7 +122,8 @@ async def create_request(
     Returns (view, True) for a new request, or (the existing request's view, False) for a repeated call_id.
     """
     kind = "approval" if isinstance(body, ApprovalCreate) else "question"
-    _check_sendable(svc, body)
+    email = body.channel.email
+    check_sendable(svc, [*email.to, *email.cc, *(body.escalation.to if body.escalation else ())])
     digest = content_hash(body)
     call_id = body.call_id or new_id("call")
     now = utcnow()
@@ -149,7 +149,7 @@ async def create_request(
         escalation=lifecycle.escalation_plan(body.escalation, svc.settings),
     )
     if body.callback_url:
-        _check_callback(svc, body.callback_url)
+        check_callback(svc, body.callback_url)
     request.next_due_at = lifecycle.next_due(request)
     if isinstance(body, ApprovalCreate):
         request.fn = body.fn
@@ -185,7 +185,7 @@ async def create_request(
     return RequestView(request, recipients, [], states), True
 
 
-def _check_callback(svc: Services, url: str) -> None:
+def check_callback(svc: Services, url: str) -> None:
     if not svc.settings.webhook_secret:
         raise InvalidInputError("callback_url needs GATEWAY_WEBHOOK_SECRET set on the gateway (it signs webhooks)")
     host = urlsplit(url).hostname or ""
@@ -618,6 +618,11 @@ async def escalate_now(
 ) -> RequestView:
     """The agent adds approvers (``to``) and copied recipients (``cc``) with ``note`` in their mail; with no new
     address, the approvers who have not answered get the request again, in their thread, with the note."""
+    try:
+        to, cc = [addresses.validate(a) for a in to], [addresses.validate(a) for a in cc]
+    except addresses.InvalidAddressError as exc:
+        raise InvalidInputError(exc.message) from None
+    check_sendable(svc, [*to, *cc])
     async with svc.db.write() as session:
         request = await _lock_request(svc, session, request_id)
         if request is None or request.api_key_id != principal.key_id or request.kind != kind:

@@ -62,6 +62,9 @@ def subject_for(request: Request) -> str:
         base = custom
     elif request.kind == "approval":
         base = f"Approval needed: {request.fn}"
+    elif request.kind == "notification":
+        first = (request.message or "").strip().splitlines()[0] if (request.message or "").strip() else "An update"
+        base = f"Update: {first[:70]}{'…' if len(first) > 70 else ''}"
     else:
         first = (request.message or "").strip().splitlines()[0] if request.message else "A question"
         base = f"Question: {first[:70]}{'…' if len(first) > 70 else ''}"
@@ -98,7 +101,10 @@ def template_context(
         "agent": agent,
         "arguments": argument_rows(request.kwargs),
         "context": email.get("context"),
-        "links": links_for(svc, recipient, request) if recipient.role == "to" else None,
+        "links": links_for(svc, recipient, request)
+        if recipient.role == "to" and request.kind != "notification"
+        else None,
+        "replies_reach_agent": request.agent_id is not None,
         "policy_text": policy_text(request, recipients),
         "subject": subject_for(request),
         "note": note,

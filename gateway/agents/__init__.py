@@ -1,0 +1,1 @@
+"""The outer loop: agents humans write to, notifications, and the agent's messages."""
