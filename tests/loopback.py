@@ -8,6 +8,8 @@ from typing import Any
 
 import uvicorn
 
+from tests.conftest import free_port
+
 
 class LoopbackServer:
     """Subclasses set ``self.port`` (a free one) and define ``async def app(scope, receive, send)``."""
@@ -49,3 +51,31 @@ async def read_body(receive: Any) -> bytes:
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
+
+
+class WebhookReceiver(LoopbackServer):
+    """A real HTTP endpoint (uvicorn) that records every delivery."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[tuple[dict[str, str], str]] = []
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = await read_body(receive)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.received.append((headers, body.decode()))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/hook"
+
+    async def wait_for(self, count: int, timeout: float = 15) -> list[tuple[dict[str, str], str]]:
+        for _ in range(int(timeout / 0.05)):
+            if len(self.received) >= count:
+                return self.received
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"expected {count} deliveries, got {len(self.received)}")

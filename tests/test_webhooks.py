@@ -22,7 +22,7 @@ from gateway.settings import Settings
 from gateway.webhooks import signing, transport
 from gateway.webhooks.transport import PrivateTargetError, WebhookTransport, check_target, is_public
 from tests.conftest import SmtpSink, free_port, make_settings, run_gateway
-from tests.loopback import LoopbackServer, read_body
+from tests.loopback import WebhookReceiver as Receiver
 from tests.test_approvals_service import by_link, request_mail_to
 
 SECRET = signing.new_secret()
@@ -78,34 +78,6 @@ async def test_names_are_checked_by_what_they_resolve_to() -> None:
     with pytest.raises(PrivateTargetError):
         await check_target("http://[::1]:9/hook")
     await check_target("https://8.8.8.8/hook")  # a public literal passes without any lookup
-
-
-class Receiver(LoopbackServer):
-    """A real HTTP endpoint (uvicorn) that records every delivery."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received: list[tuple[dict[str, str], str]] = []
-
-    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = await read_body(receive)
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        self.received.append((headers, body.decode()))
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    @property
-    def url(self) -> str:
-        return f"{self.base}/hook"
-
-    async def wait_for(self, count: int, timeout: float = 15) -> list[tuple[dict[str, str], str]]:
-        for _ in range(int(timeout / 0.05)):
-            if len(self.received) >= count:
-                return self.received
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"expected {count} deliveries, got {len(self.received)}")
 
 
 @contextlib.asynccontextmanager

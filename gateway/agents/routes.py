@@ -85,7 +85,7 @@ async def messages(
     svc: Services = Depends(services),
 ) -> Any:
     rows, cursor = await service.messages(svc, who, name, after, wait, limit)
-    return as_json(MessagesPage(messages=[message_out(r) for r in rows], next=cursor))
+    return as_json(MessagesPage(messages=[message_out(r) for r in rows], next=cursor), by_alias=True)
 
 
 def _notification_out(view: RequestView, agent: str | None) -> NotificationOut:

@@ -22,12 +22,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from gateway import addresses, replies
+from gateway.agents import service as agents
 from gateway.approvals import service
 from gateway.approvals.views import IS_REQUEST_MAIL
 from gateway.errors import AlreadyRespondedError, NotAnApproverError, NotPendingError
 from gateway.links.tokens import TokenError
 from gateway.mail import notices
-from gateway.models import InboundMessage, OutboxMessage, Recipient, Request, Response, build, from_row, new_id
+from gateway.models import (
+    Agent,
+    AgentMessage,
+    InboundMessage,
+    OutboxMessage,
+    Recipient,
+    Request,
+    Response,
+    build,
+    from_row,
+    new_id,
+)
 from gateway.services import Services
 
 log = logging.getLogger("gateway.inbound")
@@ -105,6 +117,23 @@ class SenderNotAuthenticatedError(InboundError):
         )
 
 
+class SenderNotAllowedError(InboundError):
+    """Mail to an agent's address from someone not in its allowed senders."""
+
+    reason = "sender_not_allowed"
+
+    def __init__(self, sender: str, agent: str) -> None:
+        self.sender = sender
+        self.agent = agent
+        super().__init__(f"{sender or 'nobody'} is not among the allowed senders of agent {agent}")
+
+
+class NoAgentError(InboundError):
+    """A reply to a notification that names no agent: nobody to deliver it to."""
+
+    reason = "no_agent"
+
+
 class UnreadableReplyError(InboundError):
     reason = "empty_reply"
     notify = True
@@ -146,6 +175,7 @@ class Inbound:
     digest: str = ""
     request: Request | None = None
     recipient: Recipient | None = None
+    agent: Agent | None = None  # mail to an agent's address, or a reply to one of its notifications
     text: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -215,7 +245,23 @@ _RECIPIENT = (
 
 
 async def match(svc: Services, mail: Inbound) -> None:
-    """Find the request and recipient: the plus-address tag, then threading headers, then the subject ref."""
+    """Find the request and recipient: the plus-address tag, then threading headers, then the subject ref; or
+    the agent whose address the mail was sent to, or whose notification it answers."""
+    agent_tag = _tag_of(svc, mail.msg, agents.TAG_PREFIX)
+    if agent_tag is not None:
+        mail.agent = await agents.agent_by_tag(svc, agent_tag)
+        if mail.agent is None:
+            raise NoMatchingRequestError(f"no agent at this address ({agent_tag})")
+        mail.extra["matched_by"] = "agent_address"
+        return
+    await _match_request(svc, mail)
+    if mail.request is not None and mail.request.kind == "notification":
+        if mail.request.agent_id is None:
+            raise NoAgentError(f"a reply to notification #{mail.request.ref}, which names no agent")
+        mail.agent = await agents.agent_by_id(svc, mail.request.agent_id)
+
+
+async def _match_request(svc: Services, mail: Inbound) -> None:
     recipient_id = _tag_recipient(svc, mail.msg) or await _untagged(svc, mail)
     if recipient_id is None:
         if mail.request is not None:
@@ -258,6 +304,18 @@ def screen_automated(mail: Inbound) -> None:
     kind = replies.automated_kind(mail.msg)
     if kind is not None:
         raise AutomatedMessageError(kind)
+
+
+def authenticate_for_agent(svc: Services, mail: Inbound) -> None:
+    """Mail to an agent's own address: the address is public, so From proves nothing by itself. Delivered only
+    from an allowed sender with a DMARC (or aligned DKIM) pass from a trusted server."""
+    assert mail.agent is not None
+    if not agents.allowed(mail.agent, mail.sender):
+        raise SenderNotAllowedError(mail.sender, mail.agent.name)
+    results = [str(v) for v in mail.msg.get_all("Authentication-Results") or []]
+    if not auth_passes(results, svc.settings.trusted_authserv_id_list, mail.sender):
+        raise SenderNotAuthenticatedError(mail.sender, " | ".join(results)[:300], route="agent address")
+    mail.extra["authenticated"] = True
 
 
 def authenticate(svc: Services, mail: Inbound) -> None:
@@ -342,6 +400,32 @@ async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.D
         raise NotAnApproverReplyError(exc.message) from exc
 
 
+async def deliver(svc: Services, mail: Inbound, record: InboundMessage) -> None:
+    """A human's message to an agent: stored in the agent's queue with the inbound record, its webhook and its
+    audit line, in one transaction; the agent's waiters woken after the commit."""
+    assert mail.agent is not None and mail.text is not None
+    record.outcome = "delivered"
+    message = build(
+        AgentMessage,
+        id=new_id("amsg"),
+        agent_id=mail.agent.id,
+        message_id=mail.message_id,
+        sender=mail.sender,
+        subject=mail.subject,
+        text=mail.text,
+        run_id=mail.request.run_id if mail.request else None,
+        notification_id=mail.request.id if mail.request else None,
+        raw=mail.raw.decode("utf-8", "replace"),
+    )
+    rows = agents.delivery_rows(svc, mail.agent, message, mail.request)
+    async with svc.db.write() as session:
+        session.add(record)
+        await session.flush()  # the inbound record first: a repeat fails here, before anything is delivered
+        session.add(message)
+        session.add_all(rows)
+    agents.delivered(svc, mail.agent, webhook=any(isinstance(r, OutboxMessage) for r in rows))
+
+
 # --- the pipeline ---------------------------------------------------------------------------------------
 
 
@@ -383,9 +467,16 @@ async def process(svc: Services, raw: bytes | Inbound, source: str = "imap") -> 
         await match(svc, mail)
         record.request_id = mail.request.id if mail.request else None
         record.recipient_id = mail.recipient.id if mail.recipient else None
+        record.agent_id = mail.agent.id if mail.agent else None
         screen_automated(mail)
-        authenticate(svc, mail)
+        if mail.agent is not None and mail.request is None:
+            authenticate_for_agent(svc, mail)
+        else:
+            authenticate(svc, mail)
         read(mail)
+        if mail.agent is not None:
+            await deliver(svc, mail, record)
+            return Outcome("delivered", None, mail.request.id if mail.request else None)
         record.outcome = "recorded"
         decision = await act(svc, mail, record)
     except InboundError as exc:
@@ -423,7 +514,14 @@ async def _refused(svc: Services, mail: Inbound, record: InboundMessage, exc: In
     except IntegrityError:
         return Outcome("duplicate", DuplicateMessageError.reason, None, f"{mail.message_id} was processed before")
     # Only someone who passed the sender checks is ever answered (no backscatter), at the address we hold.
-    if exc.notify and mail.request is not None and mail.recipient is not None and mail.extra.get("authenticated"):
+    if (
+        exc.notify
+        and mail.agent is None
+        and mail.request is not None
+        and mail.request.kind != "notification"
+        and mail.recipient is not None
+        and mail.extra.get("authenticated")
+    ):
         await notices.explain_refusal(
             svc, mail.request, mail.recipient.address, mail.message_id, exc.reason, exc.detail
         )
@@ -456,26 +554,48 @@ def _without_tag(address: str) -> str:
     return f"{local.split('+', 1)[0]}@{domain}"
 
 
-def _tag_recipient(svc: Services, msg: Message) -> str | None:
-    """The recipient named by a plus-address tag of our reply mailbox in To, Cc, Delivered-To or X-Original-To."""
+def _tags(svc: Services, msg: Message) -> list[str]:
+    """The plus-address tags of our reply mailbox in Delivered-To, X-Original-To, To and Cc, in that order."""
     mailbox = (svc.settings.reply_address_effective or "").lower()
     if not mailbox:
-        return None
+        return []
     local, _, domain = mailbox.partition("@")
     local = local.split("+", 1)[0]
     values = [str(v) for name in ("Delivered-To", "X-Original-To", "To", "Cc") for v in (msg.get_all(name) or [])]
+    found = []
     for _, address in getaddresses(values):
         a_local, _, a_domain = address.lower().partition("@")
-        if a_domain != domain or "+" not in a_local:
-            continue
-        base, _, tag = a_local.partition("+")
-        if base != local:
-            continue
+        base, plus, tag = a_local.partition("+")
+        if a_domain == domain and plus and base == local:
+            found.append(tag)
+    return found
+
+
+def _tag_recipient(svc: Services, msg: Message) -> str | None:
+    """The recipient named by a signed plus-address tag (a request mail's Reply-To)."""
+    for tag in _tags(svc, msg):
         try:
             return svc.signer.verify_reply(tag)
         except TokenError:
             continue
     return None
+
+
+def _tag_of(svc: Services, msg: Message, prefix: str) -> str | None:
+    """An agent's tag among the addresses (a mail to both an agent and a request's Reply-To is the request's:
+    the signed tag is looked at first)."""
+    tags = _tags(svc, msg)
+    if any(_verifies(svc, t) for t in tags):
+        return None
+    return next((t for t in tags if t.startswith(prefix)), None)
+
+
+def _verifies(svc: Services, tag: str) -> bool:
+    try:
+        svc.signer.verify_reply(tag)
+    except TokenError:
+        return False
+    return True
 
 
 async def _recipient_by_sender(session: Any, request_id: str | None, sender: str) -> str | None:
