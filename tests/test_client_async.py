@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 import uuid
+from typing import Any
 
+import httpx
 import pytest
 
-from gateway.client import ApprovalRejectedError, AsyncGateway, Gateway, WaitTimeoutError
+from gateway.client import ApprovalRejectedError, AsyncGateway, Gateway, InboxTimeoutError, WaitTimeoutError
 from tests.processes import DEV_KEY, click, link, mails_to, wait_for_mail
 
 Dev = tuple[str, subprocess.Popen[str]]
@@ -75,3 +78,38 @@ def test_each_client_refuses_the_other_kind_of_function() -> None:
         sync_gw.require_approval("a@example.com")(coroutine_fn)
     with pytest.raises(TypeError, match="use Gateway"):
         async_gw.require_approval("a@example.com")(plain_fn)
+
+
+async def test_async_notify_and_inbox(dev_gateway: Dev) -> None:
+    base, _ = dev_gateway
+    async with AsyncGateway(base, DEV_KEY, run_id="run-async-outer") as gw:
+        await gw.agent("async-outer", ["alice@example.com"])
+        inbox = gw.inbox("async-outer")
+        sent = await gw.notify("Halfway there.", "alice@example.com", agent="async-outer")
+        mail = await asyncio.to_thread(wait_for_subject, base, "alice@example.com", "Update: Halfway there.")
+        waiting = asyncio.create_task(inbox.wait(timeout=20))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await asyncio.to_thread(
+            httpx.post, f"{base}/dev/messages/{mail['id']}/reply", data={"text": "Good, carry on."}, timeout=10
+        )
+        message = await waiting
+        assert (message.text, message.notification_id) == ("Good, carry on.", sent.id)
+        assert await inbox.poll() == []
+        with pytest.raises(InboxTimeoutError):
+            await inbox.wait(timeout=0.3)
+        seen = []
+        async for each in gw.inbox("async-outer"):  # from the start: the same message again, then stop
+            seen.append(each.text)
+            break
+        assert seen == ["Good, carry on."]
+
+
+def wait_for_subject(base: str, address: str, subject: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for mail in mails_to(base, address, requests_only=False):
+            if subject in mail["subject"]:
+                return mail
+        time.sleep(0.05)
+    raise AssertionError(f"no mail {subject!r} to {address}")

@@ -264,3 +264,72 @@ def test_one_waiting_agent_holds_one_long_poll(dev_gateway: Dev, gw: Gateway) ->
         handle.wait(timeout=3.5)
     polls = [url for url in sent if "wait=" in url]
     assert polls == [f"{base}/v1/approvals/{handle.id}?wait=3.5"]  # one request held the whole 3.5 s
+
+
+# --- the outer loop: updates out, messages in -------------------------------------------------------------
+
+TRUSTED = "mx.example.test"
+
+
+def human_writes(base: str, to: str, text: str, sender: str = "alice@example.com") -> dict[str, Any]:
+    """A person's mail to an agent's address, as our receiving server hands it over (with its DMARC result)."""
+    raw = (
+        f"Authentication-Results: {TRUSTED}; dmarc=pass header.from=example.com\r\n"
+        f"From: Alice <{sender}>\r\nTo: {to}\r\nSubject: About the run\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@example.com>\r\n\r\n{text}\r\n"
+    ).encode()
+    return httpx.post(f"{base}/dev/inbound", content=raw, timeout=10).json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def outer_dev(tmp_path: Path) -> Any:
+    from tests.conftest import free_port
+    from tests.processes import gateway_process
+
+    port = free_port()
+    env = clean_env(GATEWAY_DEV_API_KEY=DEV_KEY, GATEWAY_TRUSTED_AUTHSERV_IDS=TRUSTED)
+    with gateway_process(
+        tmp_path, ["dev", "--port", str(port), "--db", str(tmp_path / "dev.sqlite3")], port, env
+    ) as running:
+        yield running
+
+
+def test_notify_and_the_inbox_close_the_loop(outer_dev: Dev) -> None:
+    base, _ = outer_dev
+    gw = Gateway(base, DEV_KEY, run_id="run-outer")
+    address = gw.agent("outer", ["alice@example.com"])
+    inbox = gw.inbox("outer")
+    assert inbox.poll() == [] and inbox.cursor == "0"
+    sent = gw.notify("Done with 12 of 15; anything else?", "alice@example.com", agent="outer")
+    assert sent.agent == "outer" and sent.run_id == "run-outer"
+    update = wait_for_mail_any(base, "alice@example.com", "Update: Done with 12 of 15")
+    reply = httpx.post(f"{base}/dev/messages/{update['id']}/reply", data={"text": "Stop there, thanks."}, timeout=10)
+    assert reply.status_code in (200, 303)
+    first = inbox.wait(timeout=10)
+    assert (first.text, first.notification_id, first.run_id) == ("Stop there, thanks.", sent.id, "run-outer")
+
+    waiting = in_background(lambda: inbox.wait(timeout=20))
+    time.sleep(0.3)
+    assert not waiting.done()
+    assert human_writes(base, address, "Also: skip Terri.")["outcome"] == "delivered"
+    assert waiting.result(timeout=10).text == "Also: skip Terri."
+    cursor = inbox.cursor
+
+    assert human_writes(base, address, "Forged!", sender="mallory@example.org")["reason"] == "sender_not_allowed"
+    human_writes(base, address, "One.")
+    human_writes(base, address, "Two.")
+    resumed = Gateway(base, DEV_KEY).inbox("outer", after=cursor)  # a restarted agent, from its saved cursor
+    assert [m.text for m in (resumed.wait(5), resumed.wait(5))] == ["One.", "Two."]
+    assert resumed.poll() == []
+    with pytest.raises(TimeoutError):
+        resumed.wait(timeout=0.5)
+
+
+def wait_for_mail_any(base: str, address: str, subject: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for mail in mails_to(base, address, requests_only=False):
+            if subject in mail["subject"]:
+                return mail
+        time.sleep(0.05)
+    raise AssertionError(f"no mail {subject!r} to {address}")

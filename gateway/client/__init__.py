@@ -10,7 +10,7 @@ def send_email(to: str, subject: str, body: str) -> str: ...
 ask_human = gw.human_as_tool("boss@example.com")
 """
 
-from gateway.client._async import AsyncApprovalHandle, AsyncGateway, AsyncQuestionHandle
+from gateway.client._async import AsyncApprovalHandle, AsyncGateway, AsyncInbox, AsyncQuestionHandle
 from gateway.client._base import derive_call_id
 from gateway.client._errors import (
     APIError,
@@ -19,6 +19,7 @@ from gateway.client._errors import (
     ConflictError,
     GatewayConnectionError,
     GatewayError,
+    InboxTimeoutError,
     InvalidRequestError,
     NotApprovedError,
     NotFoundError,
@@ -27,8 +28,8 @@ from gateway.client._errors import (
     ServerError,
     WaitTimeoutError,
 )
-from gateway.client._models import Approval, Question, Response
-from gateway.client._sync import ApprovalHandle, Gateway, QuestionHandle
+from gateway.client._models import Approval, Message, Notification, Question, Response
+from gateway.client._sync import ApprovalHandle, Gateway, Inbox, QuestionHandle
 from gateway.client.tools import HumanTool, anthropic_tool, anthropic_tools, openai_tool, openai_tools
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ApprovalRejectedError",
     "AsyncApprovalHandle",
     "AsyncGateway",
+    "AsyncInbox",
     "AsyncQuestionHandle",
     "AuthenticationError",
     "ConflictError",
@@ -45,9 +47,13 @@ __all__ = [
     "GatewayConnectionError",
     "GatewayError",
     "HumanTool",
+    "Inbox",
+    "InboxTimeoutError",
     "InvalidRequestError",
+    "Message",
     "NotApprovedError",
     "NotFoundError",
+    "Notification",
     "Question",
     "QuestionHandle",
     "RequestCancelledError",

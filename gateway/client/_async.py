@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
@@ -16,17 +16,20 @@ from gateway.client._base import (
     BaseGateway,
     Call,
     HandleBase,
+    InboxBase,
     QuestionOptions,
     Recipients,
     Request,
     RunIt,
     WaitPlan,
     _jsonable,
+    agent_call,
     bind_arguments,
     check_async,
+    notification_call,
 )
-from gateway.client._errors import WaitTimeoutError
-from gateway.client._models import Approval, Question
+from gateway.client._errors import InboxTimeoutError, WaitTimeoutError
+from gateway.client._models import Approval, Message, Notification, Question
 from gateway.client.tools import HumanTool
 
 P = ParamSpec("P")
@@ -99,6 +102,31 @@ class AsyncGateway(BaseGateway):
             backoff.reset()
             if data.get("status") != "pending":
                 return data
+
+    # -- the outer loop ------------------------------------------------------------------------------------
+
+    async def notify(
+        self,
+        message: str,
+        to: Recipients,
+        *,
+        agent: str | None = None,
+        run_id: str | None = None,
+        cc: Recipients | None = None,
+        subject: str | None = None,
+        call_id: str | None = None,
+    ) -> Notification:
+        """A one-way update to ``to``, in the run's thread; a reply to it reaches ``agent``'s inbox."""
+        call = notification_call(self, message, to, agent=agent, run_id=run_id, cc=cc, subject=subject, call_id=call_id)
+        return Notification.from_json(await self._send(call))
+
+    async def agent(self, name: str, allowed_senders: Sequence[str], *, webhook_url: str | None = None) -> str:
+        """Make (or update) the agent ``name`` humans can write to; returns its address."""
+        return str((await self._send(agent_call(name, allowed_senders, webhook_url)))["address"])
+
+    def inbox(self, agent: str, *, after: str | None = None) -> AsyncInbox:
+        """The messages humans send ``agent``, from ``after`` (a cursor kept from an earlier run) on."""
+        return AsyncInbox(self, agent, after)
 
     # -- explicit handles ------------------------------------------------------------------------------------
 
@@ -271,3 +299,40 @@ class AsyncQuestionHandle(_AsyncHandle[Question]):
     @property
     def question(self) -> Question:
         return self._request
+
+
+class AsyncInbox(InboxBase):
+    """An agent's messages (``AsyncGateway.inbox``): ``await wait()`` for the next, ``await poll()`` for what has
+    arrived, or ``async for`` each in turn. ``cursor`` is where it has read to: give it back as ``after``."""
+
+    def __init__(self, gateway: AsyncGateway, agent: str, after: str | None = None) -> None:
+        super().__init__(agent, after)
+        self._gateway = gateway
+
+    async def poll(self) -> list[Message]:
+        """The messages that have arrived, without waiting (between an agent's steps)."""
+        await self._fetch(0)
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
+    async def wait(self, timeout: float | None = None) -> Message:
+        """The next message, waiting for it (up to ``timeout`` seconds, else InboxTimeoutError)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while (found := self._next()) is None:
+            left = self.WAIT if deadline is None else min(self.WAIT, deadline - loop.time())
+            if left <= 0:
+                raise InboxTimeoutError(self.agent, timeout or 0)
+            await self._fetch(left)
+        return found
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._each()
+
+    async def _each(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self.wait()
+
+    async def _fetch(self, wait: float) -> None:
+        self._take(await self._gateway._send(self._poll(wait)))

@@ -16,7 +16,7 @@ import os
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -41,7 +41,7 @@ from gateway.client._errors import (
     ServerError,
     WaitTimeoutError,
 )
-from gateway.client._models import Approval, Question
+from gateway.client._models import Approval, Message, Question
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_WAIT = 60  # the server holds a long-poll at most this long; the client renews
@@ -430,6 +430,60 @@ class HandleBase(Generic[Request]):
     def _update(self, data: dict[str, Any]) -> Request:
         self._request = cast(Request, self._model.from_json(data))
         return self._request
+
+
+class InboxBase:
+    """An agent's messages, for either client: the cursor (where the agent has read to), what has arrived but
+    not been handed out yet, and the long-poll that fetches more. Resumable: give ``after`` the last ``cursor``
+    (a restarted agent loses nothing and sees nothing twice)."""
+
+    WAIT = 30.0  # seconds each long-poll is held, at most (the gateway allows 60)
+
+    def __init__(self, agent: str, after: str | None = None) -> None:
+        self.agent = agent
+        self.cursor: str | None = after
+        self._pending: deque[Message] = deque()
+
+    def _poll(self, wait: float) -> Call:
+        params: dict[str, Any] = {"wait": round(max(0.0, min(wait, 60.0)), 3)}
+        if self.cursor is not None:
+            params["after"] = self.cursor
+        return Call("GET", f"/v1/agents/{self.agent}/messages", params=params, timeout=wait + 15)
+
+    def _take(self, data: dict[str, Any]) -> None:
+        self._pending.extend(Message.from_json(m) for m in data.get("messages") or [])
+        self.cursor = data.get("next") or self.cursor
+
+    def _next(self) -> Message | None:
+        return self._pending.popleft() if self._pending else None
+
+
+def notification_call(
+    gateway: BaseGateway,
+    message: str,
+    to: Recipients,
+    *,
+    agent: str | None,
+    run_id: str | None,
+    cc: Recipients | None,
+    subject: str | None,
+    call_id: str | None,
+) -> Call:
+    # A call id of its own: a retry after a dropped connection is the same notification, never a second mail.
+    body: dict[str, Any] = {
+        "message": message,
+        "channel": gateway._channel(to, cc, subject, None),
+        "run_id": run_id or gateway.run_id,
+        "call_id": call_id or f"ntf-{secrets.token_hex(8)}",
+    }
+    _optional(body, agent=agent)
+    return Call("POST", "/v1/notifications", json=body)
+
+
+def agent_call(name: str, allowed_senders: Sequence[str], webhook_url: str | None) -> Call:
+    body: dict[str, Any] = {"name": name, "allowed_senders": list(allowed_senders)}
+    _optional(body, webhook_url=webhook_url)
+    return Call("POST", "/v1/agents", json=body)
 
 
 def check_async(fn: Callable[..., Any], want_async: bool, client: str) -> None:

@@ -52,6 +52,14 @@ class WaitTimeoutError(GatewayError, TimeoutError):
         self.request_id, self.timeout = request_id, timeout
 
 
+class InboxTimeoutError(GatewayError, TimeoutError):
+    """No message for the agent within the wait's timeout; waiting again goes on from the same cursor."""
+
+    def __init__(self, agent: str, timeout: float) -> None:
+        super().__init__(f"no message for agent {agent} within {timeout:g} s")
+        self.agent, self.timeout = agent, timeout
+
+
 class NotApprovedError(GatewayError):
     """The gated function did not run. ``request`` is the final Approval (or Question)."""
 

@@ -115,3 +115,56 @@ class Question:
             state=data.get("state"),
             raw=data,
         )
+
+
+@dataclass(frozen=True)
+class Message:
+    """A human's mail to an agent: the new text (quotes and signature stripped), who sent it, and the run or
+    notification it answers, if any."""
+
+    id: str
+    sender: str
+    subject: str
+    text: str
+    message_id: str
+    received_at: datetime | None
+    run_id: str | None
+    notification_id: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        return cls(
+            id=data["id"],
+            sender=data.get("from") or "",
+            subject=data.get("subject") or "",
+            text=data.get("text") or "",
+            message_id=data.get("message_id") or "",
+            received_at=_time(data.get("received_at")),
+            run_id=data.get("run_id"),
+            notification_id=data.get("notification_id"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: str
+    call_id: str
+    run_id: str | None
+    agent: str | None
+    message: str
+    ref: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Notification:
+        return cls(
+            id=data["id"],
+            call_id=data.get("call_id") or "",
+            run_id=data.get("run_id"),
+            agent=data.get("agent"),
+            message=data.get("message") or "",
+            ref=data.get("ref") or "",
+            raw=data,
+        )

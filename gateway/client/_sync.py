@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
@@ -16,17 +16,20 @@ from gateway.client._base import (
     BaseGateway,
     Call,
     HandleBase,
+    InboxBase,
     QuestionOptions,
     Recipients,
     Request,
     RunIt,
     WaitPlan,
     _jsonable,
+    agent_call,
     bind_arguments,
     check_async,
+    notification_call,
 )
-from gateway.client._errors import WaitTimeoutError
-from gateway.client._models import Approval, Question
+from gateway.client._errors import InboxTimeoutError, WaitTimeoutError
+from gateway.client._models import Approval, Message, Notification, Question
 from gateway.client.tools import HumanTool
 
 P = ParamSpec("P")
@@ -97,6 +100,31 @@ class Gateway(BaseGateway):
             backoff.reset()
             if data.get("status") != "pending":
                 return data
+
+    # -- the outer loop ------------------------------------------------------------------------------------
+
+    def notify(
+        self,
+        message: str,
+        to: Recipients,
+        *,
+        agent: str | None = None,
+        run_id: str | None = None,
+        cc: Recipients | None = None,
+        subject: str | None = None,
+        call_id: str | None = None,
+    ) -> Notification:
+        """A one-way update to ``to``, in the run's thread; a reply to it reaches ``agent``'s inbox."""
+        call = notification_call(self, message, to, agent=agent, run_id=run_id, cc=cc, subject=subject, call_id=call_id)
+        return Notification.from_json(self._send(call))
+
+    def agent(self, name: str, allowed_senders: Sequence[str], *, webhook_url: str | None = None) -> str:
+        """Make (or update) the agent ``name`` humans can write to; returns its address."""
+        return str(self._send(agent_call(name, allowed_senders, webhook_url))["address"])
+
+    def inbox(self, agent: str, *, after: str | None = None) -> Inbox:
+        """The messages humans send ``agent``, from ``after`` (a cursor kept from an earlier run) on."""
+        return Inbox(self, agent, after)
 
     # -- explicit handles ------------------------------------------------------------------------------------
 
@@ -261,3 +289,36 @@ class QuestionHandle(_Handle[Question]):
     @property
     def question(self) -> Question:
         return self._request
+
+
+class Inbox(InboxBase):
+    """An agent's messages (``Gateway.inbox``): ``wait()`` for the next, ``poll()`` for what has arrived, or
+    iterate for each in turn. ``cursor`` is where it has read to: give it back as ``after`` to resume."""
+
+    def __init__(self, gateway: Gateway, agent: str, after: str | None = None) -> None:
+        super().__init__(agent, after)
+        self._gateway = gateway
+
+    def poll(self) -> list[Message]:
+        """The messages that have arrived, without waiting (between an agent's steps)."""
+        self._gateway_fetch(0)
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
+    def wait(self, timeout: float | None = None) -> Message:
+        """The next message, waiting for it (up to ``timeout`` seconds, else WaitTimeoutError)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (found := self._next()) is None:
+            left = self.WAIT if deadline is None else min(self.WAIT, deadline - time.monotonic())
+            if left <= 0:
+                raise InboxTimeoutError(self.agent, timeout or 0)
+            self._gateway_fetch(left)
+        return found
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            yield self.wait()
+
+    def _gateway_fetch(self, wait: float) -> None:
+        self._take(self._gateway._send(self._poll(wait)))
