@@ -333,3 +333,29 @@ def wait_for_mail_any(base: str, address: str, subject: str, timeout: float = 10
                 return mail
         time.sleep(0.05)
     raise AssertionError(f"no mail {subject!r} to {address}")
+
+
+def test_a_waiting_agent_gets_the_message_within_50_ms_of_its_commit(outer_dev: Dev) -> None:
+    base, _ = outer_dev
+    gw = Gateway(base, DEV_KEY)
+    address = gw.agent("quick", ["alice@example.com"])
+    cursor, lags = "0", []
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {DEV_KEY}"}, timeout=30) as client:
+        for n in range(7):
+            woken: list[float] = []
+
+            def wait(after: str = cursor, woken: list[float] = woken) -> dict[str, Any]:
+                page = client.get("/v1/agents/quick/messages", params={"after": after, "wait": 20}).json()
+                woken.append(time.perf_counter())
+                return page  # type: ignore[no-any-return]
+
+            waiter = in_background(wait)
+            time.sleep(0.15)
+            assert human_writes(base, address, f"Step {n}.")["outcome"] == "delivered"
+            committed = time.perf_counter()  # /dev/inbound answers once the message is committed
+            page = waiter.result(timeout=10)
+            assert [m["text"] for m in page["messages"]] == [f"Step {n}."]
+            lags.append(woken[0] - committed)
+            cursor = page["next"]
+    lags.sort()
+    assert lags[len(lags) // 2] < 0.05, lags  # the median; the waiter often answers before the POST does

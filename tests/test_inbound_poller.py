@@ -437,3 +437,31 @@ async def test_the_pause_starts_short_again_after_every_good_login(
         assert max(pauses) <= ImapPoller.RETRY_MAX * 1.2 and pauses[-1] > ImapPoller.RETRY_MAX * 0.7  # capped
     finally:
         await runtime.stop()
+
+
+async def test_mail_to_an_agents_address_reaches_its_waiting_inbox(live_imap: Live, dovecot: Any) -> None:
+    live = live_imap
+    live.services.settings.trusted_authserv_ids = "mx.example.test"
+    agent = (
+        await live.client.post("/v1/agents", json={"name": "ops", "allowed_senders": ["alice@example.com"]})
+    ).json()
+    waiter = asyncio.create_task(live.client.get("/v1/agents/ops/messages", params={"wait": 30}))
+
+    def mail(text: str, *extra: str) -> bytes:
+        lines = [
+            "Authentication-Results: mx.example.test; dmarc=pass header.from=example.com",
+            "From: Alice <alice@example.com>",
+            f"To: {agent['address']}",
+            "Subject: Change of plan",
+            f"Message-ID: <{abs(hash(text))}@example.com>",
+            *extra,
+            "",
+            text,
+        ]
+        return "\r\n".join(lines).encode()
+
+    await append(dovecot, mail("I am away until Monday.", "Auto-Submitted: auto-replied"))
+    await append(dovecot, mail("Pause the campaign until I say so."))
+    page = (await asyncio.wait_for(waiter, 30)).json()
+    assert [m["text"] for m in page["messages"]] == ["Pause the campaign until I say so."]
+    assert (await live.client.get("/v1/agents/ops/messages", params={"after": page["next"]})).json()["messages"] == []

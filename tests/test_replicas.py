@@ -217,3 +217,49 @@ async def test_the_same_request_answered_at_once_through_both_replicas(
                 assert sum(not r["late"] for r in done["responses"]) == 1  # policy any: one answer counted
                 counted = next(r for r in done["responses"] if not r["late"])
                 assert counted["approver"] == done["decided_by"] and done["status"] in ("approved", "rejected")
+
+
+async def test_two_replicas_deliver_each_agent_message_once_and_wake_the_other(
+    tmp_path: Path, pg: tuple[str, str], smtp_sink: SmtpSink
+) -> None:
+    """The same human mail posted to both replicas (a provider's retry landing elsewhere) is delivered once;
+    an agent waiting on replica B gets the message replica A stored, and a restart loses nothing."""
+    url, key = pg
+    auth = {"Authorization": f"Bearer {key}"}
+    inbound = "an-inbound-secret-of-some-length"
+    settings = {"trusted_authserv_ids": "mx.example.test", "inbound_secret": inbound}
+    with (
+        replica(tmp_path, url, smtp_sink.port, "a", **settings) as (a, _),
+        replica(tmp_path, url, smtp_sink.port, "b", **settings) as (b, _),
+    ):
+        async with httpx.AsyncClient(headers=auth, timeout=30) as client:
+            agent = (
+                await client.post(f"{a}/v1/agents", json={"name": "ops", "allowed_senders": ["@example.com"]})
+            ).json()
+            cursor = "0"
+            for n in range(4):
+                waiter = asyncio.create_task(
+                    client.get(f"{b}/v1/agents/ops/messages", params={"after": cursor, "wait": 20})
+                )
+                await asyncio.sleep(0.2)
+                raw = (
+                    "Authentication-Results: mx.example.test; dmarc=pass header.from=example.com\r\n"
+                    f"From: alice@example.com\r\nTo: {agent['address']}\r\nSubject: step {n}\r\n"
+                    f"Message-ID: <step-{n}@example.com>\r\n\r\nMessage {n}.\r\n"
+                ).encode()
+                post = {"headers": {"Authorization": f"Bearer {inbound}"}, "content": raw}
+                async with httpx.AsyncClient(timeout=30) as provider:
+                    both = await asyncio.gather(
+                        provider.post(f"{a}/inbound/raw", **post), provider.post(f"{b}/inbound/raw", **post)
+                    )
+                outcomes = sorted(r.json()["outcome"] for r in both)
+                assert outcomes == ["delivered", "duplicate"], [r.text for r in both]
+                page = (await asyncio.wait_for(waiter, 10)).json()
+                assert [m["text"] for m in page["messages"]] == [f"Message {n}."]
+                cursor = page["next"]
+            everything = (await client.get(f"{a}/v1/agents/ops/messages")).json()
+            assert [m["text"] for m in everything["messages"]] == [f"Message {n}." for n in range(4)]
+    with replica(tmp_path, url, smtp_sink.port, "c", **settings) as (c, _):
+        async with httpx.AsyncClient(headers=auth, timeout=30) as client:
+            after = (await client.get(f"{c}/v1/agents/ops/messages", params={"after": cursor})).json()
+            assert after == {"messages": [], "next": cursor}  # resumed from the cursor: nothing lost, nothing again
