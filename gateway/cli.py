@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     parse = sub.add_parser("parse-reply", help="show what the gateway reads from one email (.eml)")
     parse.add_argument("file", help="an RFC 822 message; - reads standard input")
 
-    mcp = sub.add_parser("mcp", help="serve request_approval and ask_human to an MCP client over stdio")
+    mcp = sub.add_parser(
+        "mcp", help="serve request_approval, ask_human, notify_human and check_messages to an MCP client over stdio"
+    )
     mcp.add_argument(
         "--to",
         action="append",
@@ -67,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument("--url", default=None, help="the gateway (default $GATEWAY_URL)")
     mcp.add_argument("--timeout", type=float, default=None, help="seconds a tool waits for a human (default: no limit)")
     mcp.add_argument("--expires-in", type=int, default=None, help="seconds before a request expires")
+    mcp.add_argument(
+        "--agent",
+        default=None,
+        help="the agent the humans' replies and messages reach (default $GATEWAY_MCP_AGENT, else mcp-agent)",
+    )
 
     requests = sub.add_parser("requests", help="the operator's view of every agent's requests")
     requests_sub = requests.add_subparsers(dest="requests_command", required=True, metavar="ACTION")
@@ -583,7 +590,8 @@ def _mcp(args: argparse.Namespace) -> int:
     except ImportError:
         print("gateway mcp: the MCP server needs the mcp extra: pip install 'gateway[mcp]'", file=sys.stderr)
         return 2
-    asyncio.run(serve_stdio(to, base_url=args.url, wait_for=args.timeout, expires_in=args.expires_in))
+    agent = args.agent or os.environ.get("GATEWAY_MCP_AGENT") or "mcp-agent"
+    asyncio.run(serve_stdio(to, base_url=args.url, wait_for=args.timeout, expires_in=args.expires_in, agent=agent))
     return 0
 
 

@@ -1,7 +1,9 @@
-"""`gateway mcp`: the gateway's two tools for any MCP client, over stdio.
+"""`gateway mcp`: the gateway's tools for any MCP client, over stdio: ask before acting (request_approval), ask
+when stuck (ask_human), tell how it goes (notify_human) and hear what the humans say meanwhile (check_messages).
 
 Recipients are the operator's choice (``--to``), never the model's: a tool that mails whatever address an LLM
-picks would let a prompt injection mail anyone. The tools block until a human decides (or ``--timeout``).
+picks would let a prompt injection mail anyone. Those same people are the only ones whose messages reach the
+agent. The asking tools block until a human decides (or ``--timeout``).
 """
 
 from __future__ import annotations
@@ -10,17 +12,36 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
-from gateway.client import AsyncGateway, WaitTimeoutError
+from gateway.client import AsyncGateway, AsyncInbox, Message, WaitTimeoutError
 from gateway.client._base import ApprovalOptions, QuestionOptions, RunIt
 
 INSTRUCTIONS = (
     "Before any action with consequences (sending messages, changing records, spending money), call "
-    "request_approval and act only if it says approved. When stuck or unsure, call ask_human."
+    "request_approval and act only if it says approved. When stuck or unsure, call ask_human. Tell the humans "
+    "how the work goes with notify_human, and call check_messages between steps: they may ask you to stop or "
+    "change course."
 )
+CHECK_WAIT_MAX = 30.0  # seconds check_messages may wait (many MCP clients end a tool call after 60)
+
+
+def describe(messages: list[Message]) -> str:
+    if not messages:
+        return "No new messages."
+    parts = []
+    for m in messages:
+        about = f" (a reply to your update {m.notification_id})" if m.notification_id else ""
+        parts.append(f"From {m.sender}{about}, subject {m.subject!r}:\n{m.text}")
+    return "\n\n".join(parts)
 
 
 def build_server(
-    gateway: AsyncGateway, to: list[str], *, timeout: float | None = None, expires_in: int | None = None
+    gateway: AsyncGateway,
+    to: list[str],
+    *,
+    timeout: float | None = None,
+    expires_in: int | None = None,
+    agent: str = "mcp-agent",
+    inbox: AsyncInbox | None = None,
 ) -> MCPServer[Any]:
     server: MCPServer[Any] = MCPServer(name="approval-gateway", instructions=INSTRUCTIONS)
     approval_opts = ApprovalOptions(to, expires_in=expires_in, timeout=timeout)
@@ -59,6 +80,37 @@ def build_server(
             return gateway._answer_timeout(exc, question_opts)
         return gateway._answer_text(question, question_opts)
 
+    inbox = inbox or gateway.inbox(agent)
+
+    @server.tool(
+        name="notify_human",
+        description=(
+            "Send the humans a short update by email (what you did, what you found, what is next). It asks "
+            "nothing and returns at once; if they reply, check_messages will show it."
+        ),
+    )
+    async def notify_human(message: str) -> str:
+        sent = await gateway.notify(message, to, agent=agent)
+        return f"Update sent to {', '.join(to)} (#{sent.ref})."
+
+    @server.tool(
+        name="check_messages",
+        description=(
+            "Read what the humans wrote to you since you last checked: replies to your updates and mails to your "
+            "address. Call it between steps; follow what they say (stop, change course). `wait_seconds` (up to "
+            f"{CHECK_WAIT_MAX:g}) waits for a message when there is none yet."
+        ),
+    )
+    async def check_messages(wait_seconds: float = 0) -> str:
+        found = await inbox.poll()
+        if not found and wait_seconds > 0:
+            try:
+                found = [await inbox.wait(min(wait_seconds, CHECK_WAIT_MAX))]
+                found += await inbox.poll()
+            except TimeoutError:
+                found = []
+        return describe(found)
+
     return server
 
 
@@ -69,6 +121,11 @@ async def serve_stdio(
     api_key: str | None = None,
     wait_for: float | None = None,
     expires_in: int | None = None,
+    agent: str = "mcp-agent",
 ) -> None:
     async with AsyncGateway(base_url, api_key) as gateway:
-        await build_server(gateway, to, timeout=wait_for, expires_in=expires_in).run_stdio_async()
+        await gateway.agent(agent, to)  # the people it asks are the people it hears from
+        inbox = gateway.inbox(agent)
+        await inbox.poll()  # a new session hears what is said from now on, not yesterday's "stop"
+        server = build_server(gateway, to, timeout=wait_for, expires_in=expires_in, agent=agent, inbox=inbox)
+        await server.run_stdio_async()

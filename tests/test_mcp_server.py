@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
+from typing import Any
 
+import httpx
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.processes import DEV_KEY, clean_env, click, link, wait_for_mail
+from tests.processes import DEV_KEY, clean_env, click, link, mails_to, wait_for_mail
 
 Dev = tuple[str, subprocess.Popen[str]]
 
@@ -35,7 +38,7 @@ async def test_tools_listed_and_answered_by_a_human(dev_gateway: Dev) -> None:
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert set(tools) == {"request_approval", "ask_human"}
+        assert set(tools) == {"request_approval", "ask_human", "notify_human", "check_messages"}
         assert tools["ask_human"].input_schema["required"] == ["message"]
 
         answer, _ = await asyncio.gather(
@@ -51,6 +54,28 @@ async def test_tools_listed_and_answered_by_a_human(dev_gateway: Dev) -> None:
             human(base, boss, "/approve", count=2, decision="approve"),
         )
         assert text_of(approved) == f"Approved by {boss}: go ahead with book_venue."
+
+        assert text_of(await session.call_tool("check_messages", {})) == "No new messages."
+        sent = text_of(await session.call_tool("notify_human", {"message": "Venue booked; booking flights next."}))
+        assert sent.startswith(f"Update sent to {boss}")
+        update = await asyncio.to_thread(update_to, base, boss)
+        waiting = asyncio.create_task(session.call_tool("check_messages", {"wait_seconds": 20}))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(
+            httpx.post, f"{base}/dev/messages/{update['id']}/reply", data={"text": "Stop: no flights yet."}, timeout=10
+        )
+        heard = text_of(await waiting)
+        assert heard.startswith(f"From {boss} (a reply to your update") and heard.endswith("Stop: no flights yet.")
+        assert text_of(await session.call_tool("check_messages", {})) == "No new messages."
+
+
+def update_to(base: str, address: str) -> dict[str, Any]:
+    for _ in range(200):
+        found = [m for m in mails_to(base, address, requests_only=False) if "Update: Venue booked" in m["subject"]]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError("no update mail")
 
 
 def test_mcp_needs_recipients_and_a_key() -> None:
