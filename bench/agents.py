@@ -1,0 +1,149 @@
+"""The outer loop: how fast a human's mail reaches the agent waiting on its inbox, with many agents waiting.
+
+N agents are made; N connections each hold `GET /v1/agents/{name}/messages?wait=60`; then, one at a time, a
+sample of them gets a human's mail through the inbound webhook (`POST /inbound/raw`, as a mail provider would
+post it, with our receiving server's DMARC pass). The latency is from just before the POST is sent to the
+moment the waiting agent's answer arrives.
+
+    python bench/agents.py [--agents 10000] [--samples 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Connection, Server, gateway_server, machine, percentile, rss_mib, smtp_sink, table
+from bench.wake import cpu_rate, held
+
+TRUSTED = "mx.bench.test"
+INBOUND_SECRET = "bench-inbound-secret-0123456789"
+
+
+def human_mail(address: str, n: int) -> bytes:
+    return (
+        f"Authentication-Results: {TRUSTED}; dmarc=pass header.from=bench.test\r\n"
+        f"From: Human <human@bench.test>\r\nTo: {address}\r\nSubject: step {n}\r\n"
+        f"Message-ID: <bench-{n}-{time.time_ns()}@bench.test>\r\n\r\nStop after this step, please.\r\n"
+    ).encode()
+
+
+async def make_agents(server: Server, n: int) -> list[tuple[str, str]]:
+    """(name, address) of n agents."""
+    out: list[tuple[str, str]] = []
+
+    async def worker(k: int) -> None:
+        conn = Connection(server.host, server.port)
+        for i in range(k, n, 32):
+            status, body = await conn.json(
+                "POST", "/v1/agents", server.key, {"name": f"agent{i}", "allowed_senders": ["@bench.test"]}
+            )
+            assert status == 201, body
+            out.append((body["name"], body["address"]))
+        conn.close()
+
+    await asyncio.gather(*(worker(k) for k in range(32)))
+    return out
+
+
+async def run(agents: int, samples: int) -> list[tuple[str, str, str]]:
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(smtp_sink())
+        server = stack.enter_context(
+            gateway_server(sink.port, trusted_authserv_ids=TRUSTED, inbound_secret=INBOUND_SECRET)
+        )
+        return await _run(server, agents, samples)
+
+
+async def _run(server: Server, count: int, samples: int) -> list[tuple[str, str, str]]:
+    started = time.perf_counter()
+    agents = await make_agents(server, count)
+    create_s = time.perf_counter() - started
+    base_rss, _ = rss_mib(server.proc.pid)
+    arrived: dict[str, float] = {}
+    woken = {name: asyncio.Event() for name, _ in agents}
+
+    async def wait_on(name: str) -> None:
+        conn = Connection(server.host, server.port)
+        while True:  # a burst of connects can overflow the listen backlog: retry, as a client would
+            try:
+                await conn.open()
+                break
+            except OSError:
+                await asyncio.sleep(0.2)
+        cursor = "0"
+        while True:
+            try:
+                _, body = await conn.json("GET", f"/v1/agents/{name}/messages?after={cursor}&wait=60", server.key)
+            except (OSError, asyncio.IncompleteReadError):
+                conn.close()
+                await asyncio.sleep(0.2)
+                continue
+            cursor = body["next"]
+            if body["messages"]:
+                arrived[name] = time.perf_counter()
+                woken[name].set()
+                conn.close()
+                return
+
+    tasks: list[asyncio.Task[Any]] = []
+    holding = time.perf_counter()
+    for i in range(0, count, 500):
+        tasks += [asyncio.create_task(wait_on(name)) for name, _ in agents[i : i + 500]]
+        await held(server, len(tasks))
+    hold_s = time.perf_counter() - holding
+    settle_deadline = time.perf_counter() + 120
+    while await cpu_rate(server.proc.pid, 1.0) > 0.05 and time.perf_counter() < settle_deadline:
+        pass
+    rss_waiting, _ = rss_mib(server.proc.pid)
+    idle_cpu = await cpu_rate(server.proc.pid, 5.0)
+
+    latencies = []
+    step = max(1, count // samples)
+    provider = Connection(server.host, server.port)
+    headers = {"Authorization": f"Bearer {INBOUND_SECRET}", "Content-Type": "message/rfc822"}
+    for n, (name, address) in enumerate(agents[::step][:samples]):
+        raw = human_mail(address, n)
+        sent = time.perf_counter()
+        status, _, body = await provider.request("POST", "/inbound/raw", raw, headers)
+        assert status == 200 and b'"delivered"' in body, body
+        await woken[name].wait()
+        latencies.append((arrived[name] - sent) * 1000)
+    _, peak = rss_mib(server.proc.pid)
+    for task in tasks:
+        task.cancel()
+    provider.close()
+    ms = latencies
+    return [
+        ("agents waiting at once", f"{count:,}", ""),
+        ("human mails sampled", f"{len(ms)}", "POST /inbound/raw, one at a time"),
+        ("mail -> waiting agent answered p50", f"{percentile(ms, 50):.1f} ms", "target <= 20 ms"),
+        ("mail -> waiting agent answered p99", f"{percentile(ms, 99):.1f} ms", ""),
+        ("mail -> waiting agent answered max", f"{max(ms):.1f} ms", ""),
+        ("server CPU while all wait", f"{idle_cpu * 100:.1f} %", "target < 1 %"),
+        ("server RSS before waiters", f"{base_rss:.0f} MiB", ""),
+        ("server RSS with all waiting", f"{rss_waiting:.0f} MiB", "target < 1 GiB"),
+        ("server RSS peak", f"{peak:.0f} MiB", ""),
+        ("setup: agents made", f"{count / create_s:,.0f} / s", ""),
+        ("setup: waits taken on", f"{count / hold_s:,.0f} / s", "a GET each, in steps of 500"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--samples", type=int, default=200)
+    args = parser.parse_args()
+    rows = asyncio.run(run(args.agents, args.samples))
+    print(table(f"Human mail to {args.agents:,} waiting agents (SQLite) on {machine()}", rows))
+
+
+if __name__ == "__main__":
+    main()
