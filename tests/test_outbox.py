@@ -438,6 +438,11 @@ async def test_the_operator_sends_failed_mail_again(live: Live) -> None:
     assert await operator.retry_failed(live.services.db, [failed[0].id]) == 1
     live.services.wake_outbox(webhooks=False)  # the CLI wakes other processes; here the sender is in this one
     await sink.wait_for(1)
+
+    async def sent_recorded() -> bool:  # the outcome is committed just after the server accepted the mail
+        return (await _events(live, approval["id"]))[-1] == "mail_sent"
+
+    await _until(sent_recorded)
     types = await _events(live, approval["id"])
     assert types.count("mail_requeued") == 1 and types[-1] == "mail_sent"
     assert await operator.retry_failed(live.services.db, None) == 0  # nothing failed any more
