@@ -16,8 +16,10 @@ from gateway.agents.schemas import (
     message_out,
 )
 from gateway.api.deps import principal, services
+from gateway.approvals import service as approvals
 from gateway.approvals.present import recipients_out
 from gateway.approvals.routes import as_json
+from gateway.approvals.schemas import EventOut
 from gateway.approvals.views import RequestView
 from gateway.keys import Principal
 from gateway.models import Agent
@@ -115,3 +117,32 @@ async def notify(
 ) -> Any:
     view, created = await service.notify(svc, who, body)
     return as_json(_notification_out(view, body.agent), 201 if created else 200)
+
+
+@router.get(
+    "/notifications/{notification_id}",
+    response_model=NotificationOut,
+    tags=["notifications"],
+    responses=_ERRORS,
+    summary="A notification and how its mails are doing",
+)
+async def get_notification(
+    notification_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)
+) -> Any:
+    view = await approvals.get_view(svc, who, "notification", notification_id)
+    agent = await service.agent_by_id(svc, view.request.agent_id) if view.request.agent_id else None
+    return as_json(_notification_out(view, agent.name if agent else None))
+
+
+@router.get(
+    "/notifications/{notification_id}/events",
+    response_model=list[EventOut],
+    tags=["notifications"],
+    responses=_ERRORS,
+    summary="A notification's audit trail (its mails, and the replies that reached the agent), oldest first",
+)
+async def notification_events(
+    notification_id: str, who: Principal = Depends(principal), svc: Services = Depends(services)
+) -> Any:
+    rows = await approvals.list_events(svc, who, "notification", notification_id)
+    return [EventOut.model_validate(e, from_attributes=True) for e in rows]
