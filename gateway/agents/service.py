@@ -8,6 +8,8 @@ import hashlib
 import json
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -26,6 +28,7 @@ from gateway.models import (
     Recipient,
     Request,
     build,
+    from_row,
     new_id,
     random_token,
     utcnow,
@@ -112,15 +115,33 @@ def _cursor(after: str | None) -> int:
     return value
 
 
-async def _page(svc: Services, agent: Agent, after: int, limit: int) -> list[AgentMessage]:
-    query = (
-        select(AgentMessage)
-        .where(AgentMessage.agent_id == agent.id, col(AgentMessage.seq) > after)
-        .order_by(col(AgentMessage.seq))
-        .limit(limit)
-    )
-    async with svc.db.read() as session:
-        return list((await session.exec(query)).all())
+# The page after a cursor: one Core statement on the (agent, seq) index (every long-poll runs it, and 10,000
+# agents re-ask every minute).
+_MESSAGES = AgentMessage.__table__  # type: ignore[attr-defined]
+_PAGE = (
+    sa_select(_MESSAGES)
+    .where(_MESSAGES.c.agent_id == bindparam("agent"), _MESSAGES.c.seq > bindparam("after"))
+    .order_by(_MESSAGES.c.seq)
+    .limit(bindparam("limit"))
+)
+# An agent's id never changes and agents are never renamed: a lookup is made once per process.
+_AGENT_IDS: dict[tuple[str, str], str] = {}
+
+
+async def _page(svc: Services, agent_id: str, after: int, limit: int) -> list[AgentMessage]:
+    async with svc.db.reading() as conn:
+        rows = (await conn.execute(_PAGE, {"agent": agent_id, "after": after, "limit": limit})).all()
+    return [from_row(AgentMessage, row) for row in rows]
+
+
+async def _agent_id(svc: Services, principal: Principal, name: str) -> str:
+    found = _AGENT_IDS.get((principal.key_id, name))
+    if found is None:
+        found = (await get_agent(svc, principal, name)).id
+        if len(_AGENT_IDS) > 100_000:
+            _AGENT_IDS.clear()
+        _AGENT_IDS[(principal.key_id, name)] = found
+    return found
 
 
 async def messages(
@@ -128,10 +149,10 @@ async def messages(
 ) -> tuple[list[AgentMessage], str]:
     """The agent's messages after the cursor, oldest first; with ``wait``, held until one commits (woken by the
     commit, here or on another replica, never by polling). Returns them and the cursor that follows them."""
-    agent = await get_agent(svc, principal, name)
+    agent_id = await _agent_id(svc, principal, name)
     start = _cursor(after)
-    with svc.notifier.subscribe(waiter_key(agent.id)) as arrived:
-        rows = await _page(svc, agent, start, limit)
+    with svc.notifier.subscribe(waiter_key(agent_id)) as arrived:
+        rows = await _page(svc, agent_id, start, limit)
         if not rows and wait > 0:
             deadline = asyncio.get_running_loop().time() + wait
             while not rows:
@@ -144,7 +165,7 @@ async def messages(
                 except TimeoutError:
                     break
                 arrived.clear()
-                rows = await _page(svc, agent, start, limit)
+                rows = await _page(svc, agent_id, start, limit)
     return rows, str(rows[-1].seq if rows else start)
 
 
