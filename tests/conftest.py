@@ -178,7 +178,18 @@ def postgres_database() -> Iterator[str]:
     in_thread(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-TABLES = ["inbound_messages", "events", "responses", "outbox", "recipients", "requests", "api_keys", "kv"]
+TABLES = [
+    "agent_messages",
+    "inbound_messages",
+    "events",
+    "responses",
+    "outbox",
+    "recipients",
+    "requests",
+    "agents",
+    "api_keys",
+    "kv",
+]
 
 
 @pytest.fixture(params=_backends())

@@ -7,6 +7,7 @@ each human, and every outcome is checked at the end (all failures reported toget
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +34,25 @@ PY_SDK = "humanlayer==0.7.9"
 TS_SDK = "@humanlayer/sdk@0.7.9"
 
 
+@contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """One test process at a time builds a cached environment (pytest-xdist runs several)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def sdk_python() -> Path:
     """A virtualenv of its own with HumanLayer's Python SDK from PyPI (made once, kept in .cache/)."""
     venv = CACHE / "humanlayer-py-0.7.9"
     python = venv / "bin" / "python"
-    if not python.exists() or subprocess.run([python, "-c", "import humanlayer"], capture_output=True).returncode:
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", PY_SDK], check=True)
+    with cache_lock("humanlayer-py"):
+        if not python.exists() or subprocess.run([python, "-c", "import humanlayer"], capture_output=True).returncode:
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", PY_SDK], check=True)
     return python
 
 
@@ -50,11 +62,12 @@ def sdk_node() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("Node.js and npm are needed for the TypeScript SDK (apt-get install nodejs npm)")
     prefix = CACHE / "humanlayer-ts-0.7.9"
-    if not (prefix / "node_modules" / "@humanlayer" / "sdk" / "package.json").exists():
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--silent", TS_SDK], check=True
-        )
+    with cache_lock("humanlayer-ts"):
+        if not (prefix / "node_modules" / "@humanlayer" / "sdk" / "package.json").exists():
+            prefix.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--silent", TS_SDK], check=True
+            )
     return prefix / "node_modules"
 
 
