@@ -482,14 +482,22 @@ async def _apply_policy(
     return True
 
 
+async def _own_locked(
+    svc: Services, session: AsyncSession, principal: Principal, kind: str, request_id: str
+) -> Request:
+    """The agent's own request, locked for this transaction, and expired first if it is due."""
+    request = await _lock_request(svc, session, request_id)
+    if request is None or request.api_key_id != principal.key_id or request.kind != kind:
+        raise NotFoundError(kind, request_id)
+    if is_due_to_expire(request):
+        await _expire_in(svc, session, request)
+    return request
+
+
 async def cancel(svc: Services, principal: Principal, kind: str, request_id: str) -> RequestView:
     async with svc.db.write() as session:
-        request = await _lock_request(svc, session, request_id)
-        if request is None or request.api_key_id != principal.key_id or request.kind != kind:
-            raise NotFoundError(kind, request_id)
-        if is_due_to_expire(request):
-            await _expire_in(svc, session, request)
-        elif request.status == "pending":
+        request = await _own_locked(svc, session, principal, kind, request_id)
+        if request.status == "pending":
             request.status = "cancelled"
             request.decided_at = utcnow()
             request.decided_via = "api"
@@ -624,11 +632,7 @@ async def escalate_now(
         raise InvalidInputError(exc.message) from None
     check_sendable(svc, [*to, *cc])
     async with svc.db.write() as session:
-        request = await _lock_request(svc, session, request_id)
-        if request is None or request.api_key_id != principal.key_id or request.kind != kind:
-            raise NotFoundError(kind, request_id)
-        if is_due_to_expire(request):
-            await _expire_in(svc, session, request)
+        request = await _own_locked(svc, session, principal, kind, request_id)
         if request.status != "pending":
             raise NotPendingError(request.id, request.status)
         present = {
