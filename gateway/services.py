@@ -31,6 +31,7 @@ class Services:
     scheduler_sleeps_until: datetime | None = None  # set by the scheduler while it sleeps
     bus: Bus | SocketBus | None = None  # the other processes on this database hear of every signal
     oauth: TokenSource | None = None  # the mail logins' OAuth tokens (SMTP_AUTH/IMAP_AUTH=oauth2), one per process
+    agent_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (key id, agent name) -> agent id
     keys: KeyStore = field(init=False)
     group_commit: GroupCommit = field(init=False)
     group_write: GroupWrite = field(init=False)

@@ -124,8 +124,6 @@ _PAGE = (
     .order_by(_MESSAGES.c.seq)
     .limit(bindparam("limit"))
 )
-# An agent's id never changes and agents are never renamed: a lookup is made once per process.
-_AGENT_IDS: dict[tuple[str, str], str] = {}
 
 
 async def _page(svc: Services, agent_id: str, after: int, limit: int) -> list[AgentMessage]:
@@ -135,12 +133,14 @@ async def _page(svc: Services, agent_id: str, after: int, limit: int) -> list[Ag
 
 
 async def _agent_id(svc: Services, principal: Principal, name: str) -> str:
-    found = _AGENT_IDS.get((principal.key_id, name))
+    """An agent's id never changes and agents are never renamed: looked up once per process."""
+    known = svc.agent_ids
+    found = known.get((principal.key_id, name))
     if found is None:
         found = (await get_agent(svc, principal, name)).id
-        if len(_AGENT_IDS) > 100_000:
-            _AGENT_IDS.clear()
-        _AGENT_IDS[(principal.key_id, name)] = found
+        if len(known) > 100_000:
+            known.clear()
+        known[(principal.key_id, name)] = found
     return found
 
 
