@@ -92,6 +92,11 @@ async def test_an_agent_has_an_address_in_the_reply_mailboxs_domain(loop: Any) -
     assert again.status_code == 200 and again.json()["address"] == agent["address"]  # the same agent, updated
     assert again.json()["allowed_senders"] == ["bob@example.com"]
     assert (await live.client.get("/v1/agents/researcher")).json()["address"] == agent["address"]
+    at_once = await asyncio.gather(
+        *(live.client.post("/v1/agents", json={"name": "twin", "allowed_senders": ["a@example.com"]}) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in at_once) == [200, 200, 200, 201]  # made once, never a 500
+    assert len({r.json()["address"] for r in at_once}) == 1
     assert (await live.client.get("/v1/agents/nobody")).status_code == 404
     other = await live.new_key()
     hidden = await live.client.get("/v1/agents/researcher", headers={"Authorization": f"Bearer {other}"})

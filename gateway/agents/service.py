@@ -60,6 +60,13 @@ async def put_agent(svc: Services, principal: Principal, body: AgentCreate) -> t
     Returns (agent, created)."""
     if body.webhook_url:
         check_callback(svc, body.webhook_url)
+    try:
+        return await _put_agent(svc, principal, body)
+    except IntegrityError:  # the same agent made at once by another request (PostgreSQL): it exists now
+        return await _put_agent(svc, principal, body)
+
+
+async def _put_agent(svc: Services, principal: Principal, body: AgentCreate) -> tuple[Agent, bool]:
     async with svc.db.write() as session:
         query = select(Agent).where(Agent.api_key_id == principal.key_id, Agent.name == body.name)
         agent = (await session.exec(query)).first()
