@@ -23,6 +23,16 @@ async def request_mail(live: Live, **overrides: Any) -> tuple[dict[str, Any], Em
     return approval, mails[-1]
 
 
+async def request_mail_with_ref(live: Live, ref: str, timeout: float = 10) -> EmailMessage:
+    for _ in range(int(timeout / 0.05)):
+        for mail in live.sink.messages:  # type: ignore[union-attr]
+            subject = str(mail["Subject"])
+            if f"[#{ref}]" in subject and not subject.startswith("Re:"):
+                return mail
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no request mail for #{ref}")
+
+
 async def get(live: Live, approval: dict[str, Any], kind: str = "approvals") -> dict[str, Any]:
     return (await live.client.get(f"/v1/{kind}/{approval['id']}")).json()  # type: ignore[no-any-return]
 
@@ -285,7 +295,8 @@ async def test_a_forwarded_message_is_not_the_reply_but_is_noted(live: Live) -> 
     decided = [e for e in await events(live, approval) if e["type"] == "response"]
     assert decided and decided[-1]["data"]["note"] == pipeline.FORWARD_NOTE
 
-    approval, mail = await request_mail(live)
+    approval = await live.approval()
+    mail = await request_mail_with_ref(live, approval["ref"])  # not the first reply's confirmation, if later
     only = "\n---------- Forwarded message ---------\nFrom: Client <client@example.org>\n\nApproved!\n"
     outcome = await pipeline.process(live.services, mailclients.gmail(mail, only))
     assert (outcome.outcome, outcome.reason) == ("ignored", "empty_reply")
