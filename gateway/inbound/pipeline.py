@@ -247,22 +247,24 @@ _RECIPIENT = (
 async def match(svc: Services, mail: Inbound) -> None:
     """Find the request and recipient: the plus-address tag, then threading headers, then the subject ref; or
     the agent whose address the mail was sent to, or whose notification it answers."""
-    agent_tag = _tag_of(svc, mail.msg, agents.TAG_PREFIX)
+    tags = _tags(svc, mail.msg)
+    recipient_id = _signed_recipient(svc, tags)  # a request's Reply-To wins over an agent's address beside it
+    agent_tag = next((t for t in tags if t.startswith(agents.TAG_PREFIX)), None) if recipient_id is None else None
     if agent_tag is not None:
         mail.agent = await agents.agent_by_tag(svc, agent_tag)
         if mail.agent is None:
             raise NoMatchingRequestError(f"no agent at this address ({agent_tag})")
         mail.extra["matched_by"] = "agent_address"
         return
-    await _match_request(svc, mail)
+    await _match_request(svc, mail, recipient_id)
     if mail.request is not None and mail.request.kind == "notification":
         if mail.request.agent_id is None:
             raise NoAgentError(f"a reply to notification #{mail.request.ref}, which names no agent")
         mail.agent = await agents.agent_by_id(svc, mail.request.agent_id)
 
 
-async def _match_request(svc: Services, mail: Inbound) -> None:
-    recipient_id = _tag_recipient(svc, mail.msg) or await _untagged(svc, mail)
+async def _match_request(svc: Services, mail: Inbound, tagged: str | None) -> None:
+    recipient_id = tagged or await _untagged(svc, mail)
     if recipient_id is None:
         if mail.request is not None:
             return  # a known request, but the sender is none of its recipients
@@ -312,10 +314,15 @@ def authenticate_for_agent(svc: Services, mail: Inbound) -> None:
     assert mail.agent is not None
     if not agents.allowed(mail.agent, mail.sender):
         raise SenderNotAllowedError(mail.sender, mail.agent.name)
+    _require_auth_pass(svc, mail, "agent address")
+    mail.extra["authenticated"] = True
+
+
+def _require_auth_pass(svc: Services, mail: Inbound, route: str) -> None:
+    """A DMARC or aligned DKIM pass for the sender in an Authentication-Results header of a trusted server."""
     results = [str(v) for v in mail.msg.get_all("Authentication-Results") or []]
     if not auth_passes(results, svc.settings.trusted_authserv_id_list, mail.sender):
-        raise SenderNotAuthenticatedError(mail.sender, " | ".join(results)[:300], route="agent address")
-    mail.extra["authenticated"] = True
+        raise SenderNotAuthenticatedError(mail.sender, " | ".join(results)[:300], route=route)
 
 
 def authenticate(svc: Services, mail: Inbound) -> None:
@@ -331,11 +338,7 @@ def authenticate(svc: Services, mail: Inbound) -> None:
         raise ForgedSenderError(mail.sender, expected)
     tagged = mail.extra.get("matched_by") == "tag"
     if svc.settings.inbound_require_auth or not tagged:
-        results = [str(v) for v in mail.msg.get_all("Authentication-Results") or []]
-        if not auth_passes(results, svc.settings.trusted_authserv_id_list, mail.sender):
-            raise SenderNotAuthenticatedError(
-                mail.sender, " | ".join(results)[:300], route=mail.extra.get("matched_by", "tag")
-            )
+        _require_auth_pass(svc, mail, mail.extra.get("matched_by", "tag"))
     mail.extra["authenticated"] = True
 
 
@@ -571,31 +574,14 @@ def _tags(svc: Services, msg: Message) -> list[str]:
     return found
 
 
-def _tag_recipient(svc: Services, msg: Message) -> str | None:
+def _signed_recipient(svc: Services, tags: list[str]) -> str | None:
     """The recipient named by a signed plus-address tag (a request mail's Reply-To)."""
-    for tag in _tags(svc, msg):
+    for tag in tags:
         try:
             return svc.signer.verify_reply(tag)
         except TokenError:
             continue
     return None
-
-
-def _tag_of(svc: Services, msg: Message, prefix: str) -> str | None:
-    """An agent's tag among the addresses (a mail to both an agent and a request's Reply-To is the request's:
-    the signed tag is looked at first)."""
-    tags = _tags(svc, msg)
-    if any(_verifies(svc, t) for t in tags):
-        return None
-    return next((t for t in tags if t.startswith(prefix)), None)
-
-
-def _verifies(svc: Services, tag: str) -> bool:
-    try:
-        svc.signer.verify_reply(tag)
-    except TokenError:
-        return False
-    return True
 
 
 async def _recipient_by_sender(session: Any, request_id: str | None, sender: str) -> str | None:
