@@ -35,6 +35,13 @@ def event(request_id: str, type_: str, actor: str | None = None, **data: Any) ->
     return build(Event, request_id=request_id, type=type_, actor=actor, data=data or None)
 
 
+def mails_queued(request_id: str, mails: Iterable[Any]) -> list[Event]:
+    """One "mail_queued" event for each outbox mail of a request (who it goes to, its Message-ID, its row)."""
+    return [
+        event(request_id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id) for m in mails
+    ]
+
+
 def digest(prev_hash: str, request_id: str, seq: int, at: datetime, type_: str, actor: str | None, data: Any) -> str:
     """The hash of one event: its place in the chain and everything it says, in a canonical form."""
     when = at.astimezone(UTC).isoformat()

@@ -269,9 +269,7 @@ async def notify(svc: Services, principal: Principal, body: NotificationCreate) 
         for r in recipients
     ]
     events = [event(request.id, "created", principal.name, kind="notification", call_id=call_id, ref=request.ref)]
-    events += [
-        event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id) for m in mails
-    ]
+    events += audit.mails_queued(request.id, mails)
     audit.seal(events)
     try:
         await svc.group_commit.insert([[request], recipients, [*mails, *events]])

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from gateway import addresses
+from gateway import addresses, audit
 from gateway.approvals import effects
 from gateway.approvals.schemas import Escalation, Reminders
 from gateway.approvals.views import RECIPIENTS, RESPONSES
@@ -149,9 +149,7 @@ async def add_recipients(
             **detail,
         )
     )
-    rows += [
-        event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id) for m in mails
-    ]
+    rows += audit.mails_queued(request.id, mails)
     return rows
 
 

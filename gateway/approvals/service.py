@@ -164,9 +164,7 @@ async def create_request(
     recipients += [build(Recipient, id=new_id("rcp"), request_id=request.id, address=a, role="cc") for a in email.cc]
     mails = [queue_request_mail(svc, request, r) for r in recipients]  # written by the sender (mail.compose)
     events = [event(request.id, "created", principal.name, kind=kind, call_id=call_id, ref=request.ref)]
-    events += [
-        event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id) for m in mails
-    ]
+    events += audit.mails_queued(request.id, mails)
 
     audit.seal(events)  # a new request's chain starts here
     try:
@@ -646,11 +644,7 @@ async def escalate_now(
         else:
             mails, waiting = await lifecycle.to_waiting(svc, session, request, note)
             rows = [*mails, event(request.id, "escalated", principal.name, to=[], renotified=waiting, via="api")]
-            rows += [
-                event(request.id, "mail_queued", None, to=m.rcpt_to[0], message_id=m.message_id, outbox_id=m.id)
-                for m in mails
-                if isinstance(m, OutboxMessage)
-            ]
+            rows += audit.mails_queued(request.id, mails)
         session.add_all(rows)
     svc.wake_outbox(webhooks=False)
     svc.request_changed(request_id)
