@@ -17,6 +17,41 @@ class InvalidInputError(GatewayError):
     code = "invalid_request"
 
 
+class FieldsRefusedError(InvalidInputError):
+    """Typed input that did not validate: one message per field (the page shows each beside its input)."""
+
+    what = "input"
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        listed = "; ".join(f"{name} {text}" if name else text for name, text in errors.items())
+        super().__init__(f"{self.what}: {listed}")
+
+
+class EditsRefusedError(FieldsRefusedError):
+    what = "edited_kwargs"
+
+
+class AnswerRefusedError(FieldsRefusedError):
+    what = "response_data"
+
+
+class ArgumentsChangedError(GatewayError):
+    """An approval of arguments an approver has changed since they were shown: nobody approves what they did
+    not see."""
+
+    status = 409
+    code = "arguments_changed"
+
+    def __init__(self, request_id: str, ref: str) -> None:
+        self.request_id = request_id
+        self.ref = ref
+        super().__init__(
+            f"the arguments of request #{ref} were changed by another approver after you saw them;"
+            " look at them as they are now and decide again"
+        )
+
+
 class UnauthorizedError(GatewayError):
     """No credentials, or ones that are not valid: an API key, an inbound webhook's secret or signature."""
 

@@ -183,6 +183,15 @@ class Request(SQLModel, table=True):  # type: ignore[no-redef]
     callback_responses: bool = False
     # A notification (kind "notification") names the agent its replies reach.
     agent_id: str | None = Field(default=None, foreign_key="agents.id")
+    # Typed input: an approval's kwargs_schema (with ``editable``, the argument names approvers may change) or a
+    # question's response_schema. ``edited_kwargs``: the arguments as they stand after an approver's edit;
+    # ``data``: a typed question's validated answer (response_data).
+    editable: list[str] | None = _json()
+    input_schema: dict[str, Any] | None = _json()
+    edited_kwargs: dict[str, Any] | None = _json()
+    data: dict[str, Any] | None = _json()
+    # Each edit starts the approval over: only answers given in the current round count (see approvals.policy).
+    round: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Recipient(SQLModel, table=True):
@@ -199,10 +208,13 @@ class Recipient(SQLModel, table=True):
 
 
 class Response(SQLModel, table=True):
-    """What one recipient answered. The unique pair makes every link and reply single-use."""
+    """What one recipient answered. The unique triple makes every link and reply single-use (once per round: an
+    edit to an approval's arguments asks those who answered before to look again)."""
 
     __tablename__ = "responses"
-    __table_args__ = (UniqueConstraint("request_id", "recipient_id", name="uq_responses_request_recipient"),)
+    __table_args__ = (
+        UniqueConstraint("request_id", "recipient_id", "round", name="uq_responses_request_recipient_round"),
+    )
 
     id: str = Field(primary_key=True)
     request_id: str = Field(foreign_key="requests.id", index=True)
@@ -214,6 +226,9 @@ class Response(SQLModel, table=True):
     via: str
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     late: bool = False  # given after the request was decided: kept, shown, and changes nothing
+    round: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # the request's round it answered in
+    # An approval's edits ({name: {"before", "after"}}) or a typed question's validated answer.
+    data: dict[str, Any] | None = _json()
 
 
 class OutboxMessage(SQLModel, table=True):

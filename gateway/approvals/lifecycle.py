@@ -164,11 +164,14 @@ async def remind(svc: Any, session: Any, request: Request, now: datetime) -> lis
     return [*rows, event(request.id, "reminder", None, number=sent_before + 1, to=waiting)]
 
 
-async def to_waiting(svc: Any, session: Any, request: Request, note: str) -> tuple[list[Any], list[str]]:
-    """The request again, in each thread, with ``note`` on top, to every approver who has not answered: the
-    mails, and who they go to."""
+async def to_waiting(
+    svc: Any, session: Any, request: Request, note: str | Callable[[Recipient], str], kind: str = "reminder"
+) -> tuple[list[Any], list[str]]:
+    """The request again, in each thread, with ``note`` on top, to every approver who has not answered (in this
+    round: an edit starts the approval over): the mails, and who they go to."""
     recipients = list((await session.exec(RECIPIENTS, params={"rid": request.id})).all())
-    answered = {r.recipient_id for r in (await session.exec(RESPONSES, params={"rid": request.id})).all()}
+    responses = (await session.exec(RESPONSES, params={"rid": request.id})).all()
+    answered = {r.recipient_id for r in responses if r.round == request.round}
     waiting = [r for r in recipients if r.role == "to" and r.id not in answered]
     if not waiting:
         return [], []
@@ -177,11 +180,37 @@ async def to_waiting(svc: Any, session: Any, request: Request, note: str) -> tup
     approvers = sum(1 for r in recipients if r.role == "to")
     mails = [
         compose_request_mail(
-            svc, request, r, approvers, agent, note=note, thread=mail_threads.get(r.id), kind="reminder"
+            svc,
+            request,
+            r,
+            approvers,
+            agent,
+            note=note(r) if callable(note) else note,
+            thread=mail_threads.get(r.id),
+            kind=kind,
         )
         for r in waiting
     ]
     return mails, [r.address for r in waiting]
+
+
+async def after_edit(svc: Any, session: Any, request: Request, editor: Recipient, names: list[str]) -> list[Any]:
+    """An approver changed arguments and the request is still open: everyone else who may decide gets it again,
+    as it is now, in their thread; whoever had approved is told their approval no longer counts."""
+    responses = (await session.exec(RESPONSES, params={"rid": request.id})).all()
+    approved_before = {r.recipient_id for r in responses if r.round < request.round and r.decision == "approve"}
+    changed = ", ".join(names)
+
+    def note(recipient: Recipient) -> str:
+        again = (
+            "Your earlier approval no longer counts: please look at the arguments as they are now."
+            if recipient.id in approved_before
+            else "Please decide on the arguments as they are now."
+        )
+        return f"{editor.address} changed {changed} before approving. {again}"
+
+    mails, waiting = await to_waiting(svc, session, request, note, kind="edited")
+    return [*mails, *audit.mails_queued(request.id, mails)] if waiting else []
 
 
 def _age(request: Request, now: datetime) -> int:

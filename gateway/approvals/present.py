@@ -60,6 +60,8 @@ def approval_out(view: RequestView) -> ApprovalOut:
                 at=x.at,
                 reject_option=x.option,
                 late=x.late,
+                edits=x.data,
+                superseded=x.round < r.round,
             )
             for x in view.responses
         ],
@@ -67,6 +69,8 @@ def approval_out(view: RequestView) -> ApprovalOut:
         ref=r.ref,
         policy=_policy(r.policy),
         recipients=recipients_out(view),
+        edited_kwargs=r.edited_kwargs,
+        editable=r.editable,
     )
 
 
@@ -89,9 +93,17 @@ def question_out(view: RequestView) -> QuestionOut:
         ref=r.ref,
         responses=[
             QuestionResponseOut(
-                approver=x.approver, response=x.comment, response_option=x.option, via=x.via, at=x.at, late=x.late
+                approver=x.approver,
+                response=x.comment,
+                response_option=x.option,
+                via=x.via,
+                at=x.at,
+                late=x.late,
+                response_data=x.data,
             )
             for x in view.responses
         ],
         recipients=recipients_out(view),
+        response_data=r.data,
+        response_schema=r.input_schema,
     )

@@ -215,8 +215,6 @@ async def answer_approval(
     who: Principal = Depends(responder),
     svc: Services = Depends(services),
 ) -> Any:
-    if body.edited_kwargs is not None:
-        raise InvalidInputError("edited_kwargs: this approval does not allow edits")
     view = await service.answer_for(
         svc,
         who,
@@ -226,6 +224,7 @@ async def answer_approval(
         decision=body.decision,
         comment=body.comment,
         option=body.reject_option,
+        edits=body.edited_kwargs,
     )
     return as_json(approval_out(view))
 
@@ -236,8 +235,6 @@ async def answer_question(
     who: Principal = Depends(responder),
     svc: Services = Depends(services),
 ) -> Any:
-    if body.response_data is not None:
-        raise InvalidInputError("response_data: this question has no response_schema; answer with response text")
     view = await service.answer_for(
         svc,
         who,
@@ -247,6 +244,7 @@ async def answer_question(
         decision="answer",
         comment=body.response,
         option=body.response_option,
+        data=body.response_data,
     )
     return as_json(question_out(view))
 

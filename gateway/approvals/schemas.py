@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway import addresses
+from gateway import addresses, forms
 
 MAX_RECIPIENTS = 50
 MAX_JSON_BYTES = 256 * 1024
@@ -157,11 +157,48 @@ class _CreateBase(_Strict):
         return options
 
 
+def _schema_size(value: dict[str, Any] | None, what: str) -> dict[str, Any] | None:
+    if value is not None and len(json.dumps(value, default=str)) > 64 * 1024:
+        raise ValueError(f"{what} is larger than 64 KiB")
+    return value
+
+
 class ApprovalCreate(_CreateBase):
     fn: Name
     kwargs: dict[str, Any] = Field(default_factory=dict)
     reject_options: list[Option] | None = Field(default=None, max_length=20)
     policy: Policy = "any"
+    editable: bool | list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="Arguments approvers may change before approving: true for all, or their names.",
+    )
+    kwargs_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON Schema of kwargs: types the edit form's fields and checks edits."
+    )
+
+    @field_validator("kwargs_schema")
+    @classmethod
+    def _kwargs_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            _schema_size(value, "kwargs_schema")
+            try:
+                forms.check_schema(value, "kwargs_schema")
+            except forms.SchemaError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _editable(self) -> ApprovalCreate:
+        try:
+            if self.kwargs_schema is not None:
+                forms.validate(self.kwargs_schema, self.kwargs)
+            forms.editable_names(self.kwargs, self.editable, self.kwargs_schema)
+        except forms.FieldErrors as exc:
+            raise ValueError(f"kwargs do not match kwargs_schema: {exc}") from None
+        except forms.SchemaError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @field_validator("kwargs")
     @classmethod
@@ -189,11 +226,35 @@ class ApprovalCreate(_CreateBase):
 class QuestionCreate(_CreateBase):
     message: str = Field(min_length=1, max_length=20_000)
     response_options: list[Option] | None = Field(default=None, max_length=20)
+    response_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema of the answer (an object of string, number, integer, boolean and string-array"
+        " properties): the answer page becomes a form and response_data the validated answer.",
+    )
 
     @field_validator("response_options")
     @classmethod
     def _response_unique(cls, value: list[Option] | None) -> list[Option] | None:
         return cls._unique_options(value)
+
+    @field_validator("response_schema")
+    @classmethod
+    def _response_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            _schema_size(value, "response_schema")
+            try:
+                forms.check_response_schema(value)
+            except forms.SchemaError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _options_or_schema(self) -> QuestionCreate:
+        if self.response_options and self.response_schema:
+            raise ValueError(
+                "give response_options or a response_schema, not both (a property with an enum offers choices)"
+            )
+        return self
 
 
 class ApprovalAnswer(_Strict):
@@ -229,6 +290,8 @@ class ResponseOut(BaseModel):
     at: datetime
     reject_option: str | None = None
     late: bool = False  # given after the decision: recorded, changes nothing
+    edits: dict[str, Any] | None = None  # what this approver changed: {name: {"before": …, "after": …}}
+    superseded: bool = False  # given on arguments a later edit changed: no longer counts
 
 
 class RecipientOut(BaseModel):
@@ -260,6 +323,8 @@ class ApprovalOut(BaseModel):  # type: ignore[no-redef]
     ref: str
     policy: Any
     recipients: list[RecipientOut]
+    edited_kwargs: dict[str, Any] | None = None
+    editable: list[str] | None = None
 
 
 class QuestionResponseOut(BaseModel):
@@ -269,6 +334,7 @@ class QuestionResponseOut(BaseModel):
     via: str
     at: datetime
     late: bool = False
+    response_data: dict[str, Any] | None = None
 
 
 class QuestionOut(BaseModel):
@@ -288,6 +354,8 @@ class QuestionOut(BaseModel):
     ref: str
     responses: list[QuestionResponseOut]
     recipients: list[RecipientOut]
+    response_data: dict[str, Any] | None = None
+    response_schema: dict[str, Any] | None = None
 
 
 class EventOut(BaseModel):

@@ -21,7 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import addresses, audit
+from gateway import addresses, audit, forms
 from gateway.approvals import effects, lifecycle
 from gateway.approvals.policy import Outcome, evaluate
 from gateway.approvals.schemas import ApprovalCreate, QuestionCreate
@@ -38,14 +38,17 @@ from gateway.audit import event
 from gateway.db import insert_rows, write_rows
 from gateway.errors import (
     AlreadyRespondedError,
+    AnswerRefusedError,
+    ArgumentsChangedError,
     CallIdConflictError,
+    EditsRefusedError,
     InvalidInputError,
     NotAnApproverError,
     NotFoundError,
     NotPendingError,
 )
 from gateway.keys import Principal
-from gateway.mail.compose import queue_request_mail
+from gateway.mail.compose import current_kwargs, queue_request_mail
 from gateway.models import (
     Event,
     OutboxMessage,
@@ -83,7 +86,8 @@ def content_hash(body: ApprovalCreate | QuestionCreate, *, with_run_id: bool = F
     """What makes two submissions of one call_id the same call. ``run_id`` is a label, not content (a
     restarted agent sends a new one); ``with_run_id`` gives the hash requests stored before that was so."""
     data = body.model_dump(mode="json", exclude={"call_id"} if with_run_id else {"call_id", "run_id"})
-    for name in ("reminders", "escalation", "callback_responses"):  # added later: absent means what it did before
+    # Added later: absent means what it did before, so a request stored earlier hashes as it did.
+    for name in ("reminders", "escalation", "callback_responses", "editable", "kwargs_schema", "response_schema"):
         if data.get(name) in (None, False):
             data.pop(name, None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -156,9 +160,12 @@ async def create_request(
         request.kwargs = body.kwargs
         request.policy = body.policy_dict()
         request.options = [o.model_dump() for o in body.reject_options] if body.reject_options else None
+        request.editable = forms.editable_names(body.kwargs, body.editable, body.kwargs_schema) or None
+        request.input_schema = body.kwargs_schema
     else:
         request.message = body.message
         request.options = [o.model_dump() for o in body.response_options] if body.response_options else None
+        request.input_schema = body.response_schema
 
     recipients = [build(Recipient, id=new_id("rcp"), request_id=request.id, address=a, role="to") for a in email.to]
     recipients += [build(Recipient, id=new_id("rcp"), request_id=request.id, address=a, role="cc") for a in email.cc]
@@ -327,10 +334,57 @@ _DECIDE = (
     .values(
         {
             name: bindparam(name, type_=_REQUESTS.c[name].type)
-            for name in ("status", "decided_by", "decided_via", "decided_at", "comment", "option", "next_due_at")
+            for name in (
+                "status",
+                "decided_by",
+                "decided_via",
+                "decided_at",
+                "comment",
+                "option",
+                "next_due_at",
+                "data",
+            )
         }
     )
 )
+_EDIT = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("rid"))
+    .values(round=bindparam("round"), edited_kwargs=bindparam("edited", type_=_REQUESTS.c.edited_kwargs.type))
+)
+
+
+def proposed_edits(request: Request, edits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What ``edits`` would change: ({name: {"before", "after"}} for the values that differ, the arguments after
+    them). Refuses a name that is not editable and arguments the kwargs_schema does not accept."""
+    if request.kind != "approval":
+        raise InvalidInputError("edited_kwargs: only an approval's arguments can be edited")
+    allowed = set(request.editable or ())
+    refused = sorted(set(edits) - allowed)
+    if refused:
+        if not allowed:
+            raise InvalidInputError("edited_kwargs: this approval does not allow edits")
+        raise InvalidInputError(f"edited_kwargs: {', '.join(map(repr, refused))} may not be edited")
+    before = current_kwargs(request)
+    changes = {k: {"before": before.get(k), "after": v} for k, v in edits.items() if before.get(k) != v}
+    after = {**before, **{k: c["after"] for k, c in changes.items()}}
+    if changes and request.input_schema is not None:
+        try:
+            forms.validate(request.input_schema, after)
+        except forms.FieldErrors as exc:
+            raise EditsRefusedError(exc.errors) from None
+    return changes, after
+
+
+def check_answer_data(request: Request, data: dict[str, Any]) -> dict[str, Any]:
+    """A typed question's answer, checked against its response_schema (the agent never sees one that is not)."""
+    if request.kind != "question" or request.input_schema is None:
+        raise InvalidInputError("response_data: this question has no response_schema; answer with response text")
+    try:
+        forms.validate(request.input_schema, data)
+    except forms.FieldErrors as exc:
+        raise AnswerRefusedError(exc.errors) from None
+    return data
 
 
 async def respond(
@@ -343,8 +397,16 @@ async def respond(
     option: str | None = None,
     meta: dict[str, Any] | None = None,
     also: Callable[[Request, Response, bool], list[Any]] | None = None,
+    edits: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    seen_round: int | None = None,
 ) -> Decision:
     """Record one recipient's answer and apply the policy. Exactly one answer can decide a request.
+
+    ``edits``: an approval's arguments as this approver wants them (only changed values count; a change starts
+    the approval over for everyone else, see :func:`_edit`). ``data``: a typed question's answer, validated here.
+    ``seen_round``: the round of the arguments the approver was shown (the page's form, the mail a reply
+    answers); an approval of arguments that were changed since is refused.
 
     ``also(request, response, decided)``: rows to commit in the same transaction (the inbound pipeline's record
     of the mail, the confirmation to send), so an answer and what follows from it stand or fall together.
@@ -376,6 +438,17 @@ async def respond(
         late = request.status in DECIDED
         if request.status != "pending" and not late:
             raise NotPendingError(request.id, request.status)
+        if decision == "approve" and not late and seen_round is not None and seen_round < request.round:
+            raise ArgumentsChangedError(request.id, request.ref)
+        changes: dict[str, Any] = {}
+        if edits and not late:
+            if decision != "approve":
+                raise InvalidInputError("edits go with an approval: reject with a comment that says what to change")
+            changes, after = proposed_edits(request, edits)
+        answer = comment
+        if data is not None:
+            check_answer_data(request, data)
+            answer = comment or cap_comment(forms.as_text(forms.fields_from_schema(request.input_schema or {}), data))
         response = build(
             Response,
             id=new_id("rsp"),
@@ -384,16 +457,21 @@ async def respond(
             approver=recipient.address,
             decision=decision,
             option=option,
-            comment=comment,
+            comment=answer,
             via=via,
             late=late,
+            round=request.round + (1 if changes else 0),
+            data=changes or data,
         )
         conn = await session.connection()
-        try:  # each recipient answers once: under the request's lock the unique pair decides it exactly
+        try:  # each recipient answers once a round: under the request's lock the unique triple decides it exactly
             await insert_rows(conn, [response])
         except IntegrityError as exc:
             raise AlreadyRespondedError(request.id, recipient.address) from exc
-        rows_after: list[Any] = [
+        rows_after: list[Any] = []
+        if changes:
+            rows_after += await _edit(svc, session, request, recipients, recipient, changes, after)
+        rows_after += [
             event(
                 request.id,
                 "response",
@@ -401,12 +479,15 @@ async def respond(
                 decision=decision,
                 via=via,
                 option=option,
-                comment=comment,
+                comment=answer,
+                **({"data": data} if data is not None else {}),
                 **({"late": True} if late else {}),
                 **(meta or {}),
             )
         ]
         decided = False if late else await _apply_policy(session, request, response, recipients, rows_after)
+        if changes and not decided:
+            rows_after += await lifecycle.after_edit(svc, session, request, recipient, list(changes))
         if also is not None:
             rows_after += also(request, response, decided)
         rows_after += await effects.after_response(svc, session, request, recipients, recipient, response, decided)
@@ -422,6 +503,25 @@ async def respond(
     if response is None:
         raise NotPendingError(request.id, "expired")
     return Decision(request=request, response=response, decided=decided, late=response.late)
+
+
+async def _edit(
+    svc: Services,
+    session: AsyncSession,
+    request: Request,
+    recipients: list[Recipient],
+    editor: Recipient,
+    changes: dict[str, Any],
+    after: dict[str, Any],
+) -> list[Any]:
+    """An approver changed arguments: they stand as edited, and a new round of answers begins (only the answers
+    given on these arguments count, the editor's own approval first among them). The audit keeps who changed
+    what, before and after."""
+    new_round = request.round + 1
+    await (await session.connection()).execute(_EDIT, {"rid": request.id, "round": new_round, "edited": after})
+    set_committed_value(request, "round", new_round)
+    set_committed_value(request, "edited_kwargs", after)
+    return [event(request.id, "kwargs_edited", editor.address, round=new_round, changes=changes)]
 
 
 def _check_option(request: Request, decision: str, option: str | None) -> None:
@@ -447,7 +547,10 @@ async def _apply_policy(
         responses: Sequence[Response] = [latest]
         outcome: Outcome | None = evaluate(request.kind, request.policy, 1, responses)
     else:
-        responses = (await session.exec(RESPONSES, params={"rid": request.id})).all()
+        # Only this round's answers count: an edit starts the approval over (nobody approves what they did not see).
+        responses = [
+            r for r in (await session.exec(RESPONSES, params={"rid": request.id})).all() if r.round == request.round
+        ]
         approvers = [r for r in recipients if r.role == "to"]
         original = sum(1 for r in approvers if not r.escalated)
         outcome = evaluate(request.kind, request.policy, len(approvers), responses, original=original)
@@ -462,6 +565,7 @@ async def _apply_policy(
         "comment": decider.comment,
         "option": decider.option,
         "next_due_at": None,
+        "data": decider.data if request.kind == "question" else request.data,
     }
     # One Core UPDATE; the loaded object takes the values as committed, so no ORM flush writes them again.
     await (await session.connection()).execute(_DECIDE, {"rid": request.id, **changes})
@@ -585,6 +689,8 @@ async def answer_for(
     decision: str,
     comment: str | None = None,
     option: str | None = None,
+    edits: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> RequestView:
     """A responder key answers on behalf of one of the request's approvers, under the rules a link follows (one
     answer each, the policy, expiry), recorded with ``via: "api"`` and the key's name. Without ``approver``:
@@ -594,7 +700,11 @@ async def answer_for(
         if request is None or request.kind != kind:
             raise NotFoundError(kind, request_id)
         recipients = list((await session.exec(select(Recipient).where(Recipient.request_id == request_id))).all())
-        answered = {r.recipient_id for r in (await session.exec(RESPONSES, params={"rid": request_id})).all()}
+        answered = {
+            r.recipient_id
+            for r in (await session.exec(RESPONSES, params={"rid": request_id})).all()
+            if r.round == request.round
+        }
     approvers = sorted((r for r in recipients if r.role == "to"), key=lambda r: (r.escalated, r.id))
     if approver is None:
         chosen = next((r for r in approvers if r.id not in answered), approvers[0] if approvers else None)
@@ -613,6 +723,8 @@ async def answer_for(
         comment=comment,
         option=option,
         meta={"responder_key": responder.name},
+        edits=edits,
+        data=data,
     )
     view = await _current_view(svc, request_id, lambda _: True)
     assert view is not None

@@ -10,6 +10,7 @@ notices) are composed at once.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime, formataddr
@@ -51,9 +52,20 @@ def links_for(svc: Services, recipient: Recipient, request: Request) -> Links:
     return Links(page=base, approve=None, reject=None, options=options, answer=f"{base}/answer")
 
 
-def new_message_id(ref: str, sender: str) -> str:
-    """Short enough never to be folded: some mail code mangles a folded Message-ID."""
-    return f"<gw.{ref.lower()}.{random_token(16)}@{addresses.domain_of(sender)}>"
+def new_message_id(ref: str, sender: str, round: int = 0) -> str:
+    """Short enough never to be folded: some mail code mangles a folded Message-ID. After an edit to an
+    approval's arguments it names the round, so a reply says which arguments its writer saw."""
+    marker = f"r{round}." if round else ""
+    return f"<gw.{ref.lower()}.{marker}{random_token(16)}@{addresses.domain_of(sender)}>"
+
+
+_ROUND_RE = re.compile(r"<gw\.[a-z2-7]{8}\.(?:r(\d+)\.)?[a-z2-7]{16}@")
+
+
+def round_of(message_id: str) -> int | None:
+    """The round a mail of ours was sent in (0 before any edit); None for a Message-ID that is not ours."""
+    match = _ROUND_RE.match(message_id.strip())
+    return int(match.group(1) or 0) if match else None
 
 
 def subject_for(request: Request) -> str:
@@ -69,6 +81,11 @@ def subject_for(request: Request) -> str:
         first = (request.message or "").strip().splitlines()[0] if request.message else "A question"
         base = f"Question: {first[:70]}{'…' if len(first) > 70 else ''}"
     return f"{base} [#{request.ref}]"
+
+
+def current_kwargs(request: Request) -> dict[str, Any]:
+    """The arguments as they stand: as edited by an approver, else as the agent sent them."""
+    return dict(request.edited_kwargs if request.edited_kwargs is not None else request.kwargs or {})
 
 
 def argument_rows(kwargs: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -99,7 +116,8 @@ def template_context(
         "recipient": recipient,
         "is_cc": recipient.role == "cc",
         "agent": agent,
-        "arguments": argument_rows(request.kwargs),
+        "arguments": argument_rows(current_kwargs(request)),
+        "edited": request.edited_kwargs is not None,
         "context": email.get("context"),
         "links": links_for(svc, recipient, request)
         if recipient.role == "to" and request.kind != "notification"
@@ -140,7 +158,7 @@ def queue_request_mail(svc: Services, request: Request, recipient: Recipient, ki
         kind=kind or f"{request.kind}_request",
         mail_from=sender,
         rcpt_to=[recipient.address],
-        message_id=new_message_id(request.ref, sender),
+        message_id=new_message_id(request.ref, sender, request.round),
         raw=None,
     )
 

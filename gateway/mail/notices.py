@@ -37,7 +37,7 @@ def _thread(
         ("From", formataddr((FROM_NAME, sender))),
         ("To", to),
         ("Date", format_datetime(utcnow())),
-        ("Message-ID", new_message_id(request.ref, sender)),
+        ("Message-ID", new_message_id(request.ref, sender, request.round)),
     ]
     if their_message_id:
         headers.append(("In-Reply-To", their_message_id))
