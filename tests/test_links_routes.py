@@ -9,7 +9,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from tests.conftest import Live, link_ending, links_in
+from tests.conftest import Live, link_ending, links_in, text_part
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -281,3 +281,135 @@ async def test_decided_page_shows_state(live: Live) -> None:
     assert page.status_code == 200
     assert "Approved by alice@example.com" in page.text
     assert 'name="decision"' not in page.text  # no form once decided
+
+
+# --- edits and typed answers --------------------------------------------------------------------------------
+
+
+async def _submit(link: str, fields: dict[str, str]) -> tuple[httpx.Response, str]:
+    """Open the page, send its form with ``fields``; the answer and the page as first shown."""
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(link)
+        assert page.status_code == 200, page.text
+        posted = await browser.post(form_url(link), data={"csrf_token": csrf_from(page.text), **fields})
+        return posted, page.text
+
+
+async def test_an_approver_edits_arguments_on_the_page_and_the_agent_gets_them(live: Live) -> None:
+    approval = await live.approval(
+        kwargs={"to": "ceo@example.com", "subject": "Q3 numbers", "copies": 1},
+        editable=["subject", "copies"],
+        kwargs_schema={"type": "object", "properties": {"copies": {"type": "integer", "minimum": 1, "maximum": 5}}},
+    )
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    assert "you may change subject, copies before approving" in text_part(mail)
+
+    # Out of range: refused beside its field, with what was typed kept.
+    refused, page = await _submit(
+        link_ending(mail, "/approve"),
+        {"decision": "approve", "kwargs.subject": "Q3 numbers (final)", "kwargs.copies": "9", "round": "0"},
+    )
+    assert 'name="kwargs.subject"' in page and 'name="kwargs.to"' not in page  # only what may be edited
+    assert refused.status_code == 422
+    assert "copies must be at most 5." in refused.text
+    assert 'value="Q3 numbers (final)"' in refused.text and 'value="9"' in refused.text
+    assert (await live.client.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "pending"
+
+    done, _ = await _submit(
+        link_ending(mail, "/approve"),
+        {"decision": "approve", "kwargs.subject": "Q3 numbers (final)", "kwargs.copies": "1", "round": "0"},
+    )
+    assert done.status_code == 303
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "approved"
+    assert body["kwargs"]["subject"] == "Q3 numbers"  # what the agent asked stays as it was
+    assert body["edited_kwargs"] == {"to": "ceo@example.com", "subject": "Q3 numbers (final)", "copies": 1}
+    assert body["responses"][0]["edits"] == {"subject": {"before": "Q3 numbers", "after": "Q3 numbers (final)"}}
+    events = (await live.client.get(f"/v1/approvals/{approval['id']}/events")).json()
+    edited = next(e for e in events if e["type"] == "kwargs_edited")
+    assert edited["actor"] == "alice@example.com"
+    assert edited["data"]["changes"] == {"subject": {"before": "Q3 numbers", "after": "Q3 numbers (final)"}}
+    confirmation = (await live.sink.wait_for(2))[-1]  # type: ignore[union-attr]
+    assert "You changed:\n  subject: Q3 numbers -> Q3 numbers (final)" in text_part(confirmation).replace("\r\n", "\n")
+
+
+async def test_an_edit_under_all_starts_the_approval_over(live: Live) -> None:
+    approval = await live.approval(
+        kwargs={"amount": 100},
+        editable=True,
+        policy="all",
+        channel={"email": {"to": ["alice@example.com", "bob@example.com"]}},
+    )
+    mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
+    alice, bob = sorted(mails, key=lambda m: str(m["To"]))
+    async with httpx.AsyncClient(timeout=10) as browser:  # Bob opens his page before anything changes
+        bob_page = (await browser.get(link_ending(bob, "/approve"))).text
+
+    assert (await _submit(link_ending(alice, "/approve"), {"decision": "approve", "round": "0"}))[0].status_code == 303
+    edited, _ = await _submit(
+        link_ending(bob, "/approve"), {"decision": "approve", "kwargs.amount": "80", "round": "0"}
+    )
+    assert edited.status_code == 303
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "pending"  # Alice approved 100, not 80
+    assert body["edited_kwargs"] == {"amount": 80}
+    assert [(r["approver"], r["superseded"]) for r in body["responses"]] == [
+        ("alice@example.com", True),
+        ("bob@example.com", False),
+    ]
+    again = next(
+        m
+        for m in await live.sink.wait_for(5)  # type: ignore[union-attr]
+        if str(m["To"]) == "alice@example.com" and "changed amount" in text_part(m)
+    )
+    assert "Your earlier approval no longer counts" in text_part(again)
+    assert "80" in text_part(again) and ".r1." in str(again["Message-ID"])
+
+    # Bob's page from before the edit cannot approve the old amount a second time; Alice's fresh page can.
+    async with httpx.AsyncClient(timeout=10) as browser:
+        stale = await browser.post(
+            form_url(link_ending(bob, "/approve")),
+            data={"csrf_token": csrf_from(bob_page), "decision": "approve", "round": "0"},
+        )
+    assert stale.status_code == 409
+    done, page = await _submit(link_ending(alice, "/approve"), {"decision": "approve", "round": "1"})
+    assert "your earlier answer no longer counts" in page and 'value="80"' in page
+    assert done.status_code == 303
+    body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
+    assert body["status"] == "approved" and body["edited_kwargs"] == {"amount": 80}
+
+
+async def test_a_typed_question_is_a_form_checked_per_field(live: Live) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "start": {"type": "string", "format": "date", "title": "Start date"},
+            "budget": {"type": "integer", "minimum": 1, "description": "In euros"},
+            "tier": {"enum": ["basic", "pro"]},
+        },
+        "required": ["start", "budget"],
+    }
+    created = await live.client.post(
+        "/v1/questions",
+        json={
+            "message": "When and how much?",
+            "channel": {"email": {"to": ["bob@example.com"]}},
+            "response_schema": schema,
+        },
+    )
+    assert created.status_code == 201, created.text
+    question = created.json()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    text = text_part(mail)
+    assert "Start date: YYYY-MM-DD (required)" in text and "tier: one of basic, pro" in text
+
+    refused, page = await _submit(link_ending(mail, "/answer"), {"start": "2027-01-04", "budget": "0", "tier": "pro"})
+    assert 'type="date"' in page and "In euros" in page and "(required)" in page
+    assert refused.status_code == 422
+    assert "budget must be at least 1." in refused.text and 'value="2027-01-04"' in refused.text
+    done, _ = await _submit(link_ending(mail, "/answer"), {"start": "2027-01-04", "budget": "1500", "tier": "pro"})
+    assert done.status_code == 303
+    body = (await live.client.get(f"/v1/questions/{question['id']}")).json()
+    assert body["status"] == "answered"
+    assert body["response_data"] == {"start": "2027-01-04", "budget": 1500, "tier": "pro"}
+    assert body["response"] == "Start date: 2027-01-04\nbudget: 1500\ntier: pro"

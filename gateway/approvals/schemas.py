@@ -168,9 +168,10 @@ class ApprovalCreate(_CreateBase):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     reject_options: list[Option] | None = Field(default=None, max_length=20)
     policy: Policy = "any"
-    editable: bool | list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+    editable: (
+        bool | Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=100)] | None
+    ) = Field(
         default=None,
-        max_length=100,
         description="Arguments approvers may change before approving: true for all, or their names.",
     )
     kwargs_schema: dict[str, Any] | None = Field(

@@ -21,13 +21,20 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from gateway import addresses, replies
+from gateway import addresses, forms, replies
 from gateway.agents import service as agents
 from gateway.approvals import service
 from gateway.approvals.views import IS_REQUEST_MAIL
-from gateway.errors import AlreadyRespondedError, NotAnApproverError, NotPendingError
+from gateway.errors import (
+    AlreadyRespondedError,
+    ArgumentsChangedError,
+    FieldsRefusedError,
+    NotAnApproverError,
+    NotPendingError,
+)
 from gateway.links.tokens import TokenError
 from gateway.mail import notices
+from gateway.mail.compose import answer_fields, links_for, round_of
 from gateway.models import (
     Agent,
     AgentMessage,
@@ -157,6 +164,35 @@ class AlreadyAnsweredError(InboundError):
 class NotAnApproverReplyError(InboundError):
     reason = "not_an_approver"
     notify = True
+
+
+class IncompleteAnswerError(InboundError):
+    """A typed question's reply that misses a required field or gives one that does not parse: the person is
+    told what, with the form's link, and the question stays open."""
+
+    reason = "incomplete_answer"
+    notify = True
+
+    def __init__(self, errors: dict[str, str], labels: dict[str, str], form: str) -> None:
+        self.errors = errors
+        listed = "; ".join(f"{labels.get(name, name)} {text}" if name else text for name, text in errors.items())
+        super().__init__(
+            f"it does not answer every field the question asks for ({listed}). Reply again with one line per"
+            f" field, as 'Name: value', or answer on the form: {form}"
+        )
+
+
+class ArgumentsChangedReplyError(InboundError):
+    """An approval by reply to a mail whose arguments an approver has changed since."""
+
+    reason = "arguments_changed"
+    notify = True
+
+    def __init__(self, page: str) -> None:
+        super().__init__(
+            "another approver changed the arguments after the mail you answered was sent, so your approval cannot"
+            f" count for them. The newer mail shows them as they are now; you can also decide on the page: {page}"
+        )
 
 
 # --- the steps ------------------------------------------------------------------------------------------
@@ -383,6 +419,13 @@ async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.D
                 comment=comment or None,
                 meta=meta,
                 also=also,
+                seen_round=_seen_round(mail),
+            )
+        fields = answer_fields(request)
+        if fields:
+            data = forms.read_form(fields, forms.read_lines(fields, mail.text), absent_is_false=False)
+            return await service.respond(
+                svc, mail.recipient.id, decision="answer", via="reply", data=data, meta=meta, also=also
             )
         option = _option_named(request, mail.text)
         return await service.respond(
@@ -401,6 +444,24 @@ async def act(svc: Services, mail: Inbound, record: InboundMessage) -> service.D
         raise AlreadyAnsweredError(f"{exc.approver} has already answered") from exc
     except NotAnApproverError as exc:
         raise NotAnApproverReplyError(exc.message) from exc
+    except (forms.FieldErrors, FieldsRefusedError) as exc:
+        labels = {f.name: f.label for f in answer_fields(request)}
+        raise IncompleteAnswerError(exc.errors, labels, links_for(svc, recipient, request).answer or "") from exc
+    except ArgumentsChangedError as exc:
+        raise ArgumentsChangedReplyError(links_for(svc, recipient, request).page) from exc
+
+
+def _seen_round(mail: Inbound) -> int:
+    """The round of the arguments the replier saw: the one of our mails their reply answers (In-Reply-To, else
+    the last of ours in References); 0 when it names none of ours."""
+    direct = round_of(_first_msgid(_header(mail.msg, "In-Reply-To")))
+    if direct is not None:
+        return direct
+    for ref in reversed(MSGID_RE.findall(_header(mail.msg, "References"))):
+        found = round_of(ref)
+        if found is not None:
+            return found
+    return 0
 
 
 async def deliver(svc: Services, mail: Inbound, record: InboundMessage) -> None:

@@ -10,13 +10,22 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from gateway import forms
 from gateway.api.deps import services
 from gateway.approvals import service
 from gateway.approvals.views import RequestView
-from gateway.errors import AlreadyRespondedError, GatewayError, NotAnApproverError, NotPendingError
+from gateway.errors import (
+    AlreadyRespondedError,
+    ArgumentsChangedError,
+    FieldsRefusedError,
+    GatewayError,
+    NotAnApproverError,
+    NotPendingError,
+)
 from gateway.links.tokens import TokenError, TokenExpiredError
-from gateway.mail.compose import argument_rows, links_for, policy_text
+from gateway.mail.compose import answer_fields, argument_rows, current_kwargs, edit_fields, links_for, policy_text
 from gateway.models import Recipient
+from gateway.models import Request as Req
 from gateway.services import Services
 
 router = APIRouter(include_in_schema=False)
@@ -67,18 +76,52 @@ async def resolve(svc: Services, token: str) -> tuple[RequestView, Recipient]:
     return found
 
 
-def page_context(svc: Services, view: RequestView, recipient: Recipient, preselect: str | None) -> dict[str, Any]:
+EDIT_PREFIX = "kwargs."  # the contract's name of an editable argument's field
+
+
+def _inputs(request: Req, typed: dict[str, str] | None) -> dict[str, str]:
+    """What each input shows: what the person typed (after a refused submit), else the current value."""
+    shown: dict[str, str] = {}
+    current = current_kwargs(request)
+    for field in edit_fields(request):
+        shown[EDIT_PREFIX + field.name] = field.as_input(current.get(field.name))
+    for field in answer_fields(request):
+        shown[field.name] = field.as_input(field.default)
+    if typed is not None:
+        for name in shown:
+            shown[name] = typed.get(name, "")
+    return shown
+
+
+def page_context(
+    svc: Services,
+    view: RequestView,
+    recipient: Recipient,
+    preselect: str | None,
+    *,
+    typed: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+) -> dict[str, Any]:
     request = view.request
-    mine = next((r for r in view.responses if r.recipient_id == recipient.id), None)
+    mine = next((r for r in view.responses if r.recipient_id == recipient.id and r.round == request.round), None)
+    earlier = next((r for r in view.responses if r.recipient_id == recipient.id and r.round < request.round), None)
     approvers = sum(1 for r in view.recipients if r.role == "to")
     email = request.channel["email"]
+    original = request.kwargs or {}
     return {
         "request": request,
         "kind": request.kind,
         "recipient": recipient,
         "mine": mine,
+        "earlier": earlier,
         "responses": view.responses,
-        "arguments": argument_rows(request.kwargs),
+        "arguments": argument_rows(current_kwargs(request)),
+        "changed": {k for k, v in current_kwargs(request).items() if original.get(k, v) != v or k not in original},
+        "edit_fields": edit_fields(request),
+        "answer_fields": answer_fields(request),
+        "inputs": _inputs(request, typed),
+        "errors": errors or {},
+        "edit_prefix": EDIT_PREFIX,
         "context": email.get("context"),
         "options": request.options or [],
         "policy_text": policy_text(request, approvers),
@@ -86,6 +129,7 @@ def page_context(svc: Services, view: RequestView, recipient: Recipient, presele
         "post_url": urlsplit(links.page).path,
         "csrf_token": svc.signer.sign_csrf(recipient.id),
         "preselect": preselect,
+        "comment_typed": "",
         "can_answer": request.status == "pending" and mine is None and recipient.role == "to",
     }
 
@@ -125,6 +169,20 @@ async def show_option(token: str, name: str, http: Request, svc: Services = Depe
     return await _show(svc, http, token, f"option:{name}")
 
 
+def _edits(request: Req, form: dict[str, str]) -> dict[str, Any] | None:
+    """The editable arguments as the form gives them (the service keeps only those that changed). An emptied
+    text input is an empty string, not a missing value."""
+    fields = edit_fields(request)
+    if not fields:
+        return None
+    current = current_kwargs(request)
+    values = forms.read_form(fields, form, EDIT_PREFIX)
+    for field in fields:
+        if field.name not in values and isinstance(current.get(field.name), str) and EDIT_PREFIX + field.name in form:
+            values[field.name] = ""
+    return values
+
+
 @router.post("/r/{token}", response_class=HTMLResponse)
 async def submit(
     token: str,
@@ -135,8 +193,11 @@ async def submit(
     reject_option: Annotated[str | None, Form()] = None,
     comment: Annotated[str | None, Form()] = None,  # cut to service.MAX_COMMENT, as on every route
     response: Annotated[str | None, Form()] = None,
+    shown_round: Annotated[int | None, Form(alias="round")] = None,  # the arguments' round the page showed
     svc: Services = Depends(services),
 ) -> Response:
+    form = {k: v for k, v in (await http.form()).items() if isinstance(v, str)}
+    view: RequestView | None = None
     try:
         view, recipient = await resolve(svc, token)
         try:
@@ -150,6 +211,7 @@ async def submit(
         if kind == "approval":
             if decision not in ("approve", "reject"):
                 raise LinkPageError(400, "Choose approve or reject", "The form was sent without a decision.")
+            edits = _edits(view.request, form) if decision == "approve" else None
             await service.respond(
                 svc,
                 recipient.id,
@@ -158,7 +220,12 @@ async def submit(
                 comment=comment,
                 option=(reject_option or None) if decision == "reject" else None,
                 meta=meta,
+                edits=edits,
+                seen_round=shown_round,
             )
+        elif answer_fields(view.request):
+            data = forms.read_form(answer_fields(view.request), form)
+            await service.respond(svc, recipient.id, decision="answer", via="link", data=data, meta=meta)
         else:
             text = (response or comment or "").strip()
             chosen = option or None
@@ -172,13 +239,27 @@ async def submit(
             )
     except LinkPageError as exc:
         return error_page(svc, exc)
-    except (NotPendingError, AlreadyRespondedError) as exc:
+    except (forms.FieldErrors, FieldsRefusedError) as exc:
+        assert view is not None
+        return _refused_fields(svc, view, recipient, form, exc.errors)
+    except (NotPendingError, AlreadyRespondedError, ArgumentsChangedError) as exc:
         return await _conflict(svc, http, token, exc)
     except NotAnApproverError as exc:
         return error_page(svc, LinkPageError(403, "You were copied for information", exc.message))
     except GatewayError as exc:
         return error_page(svc, LinkPageError(exc.status, "This answer was not accepted", exc.message))
     return RedirectResponse(f"/r/{token}?done=1", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _refused_fields(
+    svc: Services, view: RequestView, recipient: Recipient, form: dict[str, str], errors: dict[str, str]
+) -> Response:
+    """The page again, with what the person typed and a message beside each field that was wrong."""
+    prefix = EDIT_PREFIX if view.request.kind == "approval" else ""
+    keyed = {(prefix + k if k else ""): v for k, v in errors.items()}
+    ctx = page_context(svc, view, recipient, form.get("decision"), typed=form, errors=keyed)
+    ctx["comment_typed"] = form.get("comment", "")
+    return render(svc, "pages/request.html", 422, done=False, **ctx)
 
 
 async def _conflict(svc: Services, http: Request, token: str, exc: GatewayError) -> Response:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from gateway import addresses
+from gateway import addresses, forms
 from gateway.mail import mime
 from gateway.models import ApiKey, OutboxMessage, Recipient, Request, build, new_id, random_token, utcnow
 from gateway.services import Services
@@ -88,6 +88,20 @@ def current_kwargs(request: Request) -> dict[str, Any]:
     return dict(request.edited_kwargs if request.edited_kwargs is not None else request.kwargs or {})
 
 
+def edit_fields(request: Request) -> list[forms.FormField]:
+    """The inputs of an approval's editable arguments (none when it allows no edits)."""
+    if request.kind != "approval" or not request.editable:
+        return []
+    return forms.editable_fields(current_kwargs(request), request.editable, request.input_schema)
+
+
+def answer_fields(request: Request) -> list[forms.FormField]:
+    """The inputs of a typed question's answer (none for a free answer)."""
+    if request.kind != "question" or request.input_schema is None:
+        return []
+    return forms.fields_from_schema(request.input_schema)
+
+
 def argument_rows(kwargs: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [
         {"name": name, "value": fold(pretty(value)), "multiline": is_multiline(value)}
@@ -124,6 +138,7 @@ def template_context(
         else None,
         "replies_reach_agent": request.agent_id is not None,
         "policy_text": policy_text(request, recipients),
+        "answer_fields": answer_fields(request),
         "subject": subject_for(request),
         "note": note,
     }

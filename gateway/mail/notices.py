@@ -12,7 +12,7 @@ from gateway import addresses
 from gateway.approvals.views import THREADS
 from gateway.audit import event
 from gateway.mail import mime
-from gateway.mail.compose import FROM_NAME, new_message_id, subject_for
+from gateway.mail.compose import FROM_NAME, links_for, new_message_id, subject_for
 from gateway.models import OutboxMessage, Recipient, Request, Response, build, new_id, utcnow
 from gateway.services import Services
 
@@ -94,8 +94,10 @@ def confirmation(
     their_message_id: str,
     original: str | None,
 ) -> list[Any]:
-    """A reply that counted gets a short confirmation in its thread."""
-    ctx = {"response": response, "decided": request.status != "pending"}
+    """A reply that counted gets a short confirmation in its thread (with the page's link while the request is
+    open: arguments are changed there, never by reply)."""
+    page = links_for(svc, recipient, request).page if request.status == "pending" and request.editable else None
+    ctx = {"response": response, "decided": request.status != "pending", "page": page}
     return build_notice(
         svc, request, recipient.address, "reply_confirmation", ctx, their_message_id, original, recipient.id
     )
@@ -105,7 +107,7 @@ def link_confirmation(
     svc: Services, request: Request, recipient: Recipient, response: Response, original: str | None
 ) -> list[Any]:
     """An answer given on the page gets the same confirmation by mail, in the request's thread."""
-    ctx = {"response": response, "decided": request.status != "pending"}
+    ctx = {"response": response, "decided": request.status != "pending", "page": None}
     return build_notice(
         svc,
         request,
@@ -127,17 +129,24 @@ def status_notice(
     return build_notice(svc, request, recipient.address, "status_notice", ctx, original or "", original, recipient.id)
 
 
-async def _already_sent_to(session: Any, request_id: str, kind: str, to: str) -> bool:
+async def _sent_to(session: Any, request_id: str, kind: str, to: str) -> int:
     rows = await session.exec(
         select(OutboxMessage.rcpt_to).where(OutboxMessage.request_id == request_id, OutboxMessage.kind == kind)
     )
-    return any(addresses.normalise(r[0]) == addresses.normalise(to) for r in rows.all() if r)
+    return sum(1 for r in rows.all() if r and addresses.normalise(r[0]) == addresses.normalise(to))
+
+
+# Refusals the person can put right by writing again (a typed answer that missed a field, an approval of changed
+# arguments): each is explained, up to this many per sender and request. Any other: once, whatever they send.
+CORRECTABLE = frozenset({"incomplete_answer", "arguments_changed"})
+MAX_CORRECTABLE = 3
 
 
 async def explain_refusal(
     svc: Services, request: Request, to: str, their_message_id: str, reason: str, detail: str
 ) -> bool:
-    """At most one explanation per sender and request, whatever they send."""
+    """At most one explanation per sender and request (a few, for refusals they can put right), so no loop
+    with another machine can grow from it."""
     original = await original_message_id(svc, request.id)
     rows = build_notice(
         svc,
@@ -150,7 +159,9 @@ async def explain_refusal(
         None,
     )
     async with svc.db.write() as session:
-        if await _already_sent_to(session, request.id, "reply_refused", to):
+        if await _sent_to(session, request.id, "reply_refused", to) >= (
+            MAX_CORRECTABLE if reason in CORRECTABLE else 1
+        ):
             return False
         session.add_all(rows)
     svc.wake_outbox(webhooks=False)
