@@ -423,3 +423,99 @@ async def test_listing_filters_and_cursor_pagination(live: Live) -> None:
     bad = await live.client.get("/v1/approvals", params={"status": "answered"})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
     assert (await live.client.get("/v1/approvals", params={"limit": 0})).status_code == 422
+
+
+# --- edits and typed answers over the API -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"editable": ["nope"]}, "'nope'"),
+        ({"kwargs_schema": {"type": "object", "properties": {"to": {"type": "integer"}}}, "editable": True}, "to"),
+        ({"kwargs_schema": {"type": "wrong"}}, "not a valid JSON Schema"),
+    ],
+)
+async def test_an_approval_with_edits_it_cannot_offer_is_refused(
+    live: Live, body: dict[str, Any], message: str
+) -> None:
+    response = await live.client.post(
+        "/v1/approvals",
+        json={"fn": "send", "kwargs": {"to": "a@example.com"}, "channel": {"email": {"to": ["x@example.com"]}}, **body},
+    )
+    assert response.status_code == 422
+    assert message in response.json()["error"]["message"]
+
+
+async def test_a_question_cannot_have_both_options_and_a_schema(live: Live) -> None:
+    response = await live.client.post(
+        "/v1/questions",
+        json={
+            "message": "?",
+            "channel": {"email": {"to": ["x@example.com"]}},
+            "response_options": [{"name": "a"}],
+            "response_schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+        },
+    )
+    assert response.status_code == 422 and "not both" in response.json()["error"]["message"]
+
+
+async def test_the_same_call_id_with_edits_offered_is_the_same_call(live: Live) -> None:
+    body = {
+        "fn": "send",
+        "kwargs": {"to": "a@example.com"},
+        "channel": {"email": {"to": ["x@example.com"]}},
+        "call_id": "edits-1",
+        "editable": True,
+    }
+    first = await live.client.post("/v1/approvals", json=body)
+    again = await live.client.post("/v1/approvals", json=body)
+    other = await live.client.post("/v1/approvals", json={**body, "editable": False})
+    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 409)
+    assert first.json()["editable"] == ["to"]
+
+
+async def test_a_responder_key_approves_with_edits_and_answers_with_data(live: Live) -> None:
+    from gateway.keys import create_key
+
+    _, plaintext = await create_key(live.services.db, "portal", role="responder")
+    bot = {"Authorization": f"Bearer {plaintext}"}
+    approval = await live.approval(
+        editable=["subject"], kwargs_schema={"type": "object", "properties": {"subject": {"maxLength": 20}}}
+    )
+    path = f"/v1/approvals/{approval['id']}/responses"
+    answer = {"approver": "alice@example.com", "decision": "approve"}
+    wrong = await live.client.post(path, json={**answer, "edited_kwargs": {"to": "x@example.com"}}, headers=bot)
+    assert wrong.status_code == 422 and "'to' may not be edited" in wrong.json()["error"]["message"]
+    long = await live.client.post(path, json={**answer, "edited_kwargs": {"subject": "x" * 30}}, headers=bot)
+    assert long.status_code == 422 and "subject must be at most 20" in long.json()["error"]["message"]
+    reject = await live.client.post(
+        path, json={**answer, "decision": "reject", "edited_kwargs": {"subject": "Hi"}}, headers=bot
+    )
+    assert reject.status_code == 422 and "edits go with an approval" in reject.json()["error"]["message"]
+    done = await live.client.post(path, json={**answer, "edited_kwargs": {"subject": "Q3 (final)"}}, headers=bot)
+    assert done.status_code == 200, done.text
+    assert done.json()["edited_kwargs"] == {"to": "ceo@example.com", "subject": "Q3 (final)"}
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "title": "Count"}}, "required": ["n"]}
+    question = (
+        await live.client.post(
+            "/v1/questions",
+            json={
+                "message": "How many?",
+                "channel": {"email": {"to": ["alice@example.com"]}},
+                "response_schema": schema,
+            },
+        )
+    ).json()
+    qpath = f"/v1/questions/{question['id']}/responses"
+    bad = await live.client.post(
+        qpath, json={"responder": "alice@example.com", "response_data": {"n": "x"}}, headers=bot
+    )
+    assert bad.status_code == 422 and "n must be a whole number" in bad.json()["error"]["message"]
+    good = await live.client.post(
+        qpath, json={"responder": "alice@example.com", "response_data": {"n": 3}}, headers=bot
+    )
+    assert good.status_code == 200, good.text
+    assert (good.json()["response_data"], good.json()["response"]) == ({"n": 3}, "Count: 3")
+    assert good.json()["response_schema"] == schema

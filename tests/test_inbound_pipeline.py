@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from gateway.inbound import pipeline
 from gateway.inbound.pipeline import auth_passes
+from gateway.keys import create_key
 from gateway.models import OutboxMessage
 from tests import mailclients
 from tests.conftest import Live, text_part
@@ -335,3 +336,70 @@ def test_auth_results_parsing() -> None:
     assert not auth_passes(["mx.example.test; dmarc=pass header.from=evil.example"], trusted, "a@example.com")
     assert not auth_passes(["; dmarc=pass", "", ";;;", "mx.example.test"], trusted, "a@example.com")  # no raise
     assert auth_passes(["MX.example.test;\r\n dmarc=pass header.from=Example.COM"], trusted, "a@example.com")
+
+
+# --- typed answers and edited arguments by reply -------------------------------------------------------------
+
+
+async def test_a_typed_question_is_answered_by_name_value_lines(live: Live) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "start": {"type": "string", "format": "date", "title": "Start date"},
+            "budget": {"type": "integer"},
+        },
+        "required": ["start", "budget"],
+    }
+    created = await live.client.post(
+        "/v1/questions",
+        json={
+            "message": "When, how much?",
+            "channel": {"email": {"to": ["alice@example.com"]}},
+            "response_schema": schema,
+        },
+    )
+    question = created.json()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+
+    missing = await pipeline.process(live.services, mailclients.gmail(mail, "Budget: 4000\n\nCheers"))
+    assert (missing.outcome, missing.reason) == ("ignored", "incomplete_answer")
+    notice = (await mails_to(live, "alice@example.com", 2))[-1]
+    told = text_part(notice).replace("\r\n", " ")
+    assert "Start date is required" in told and "/answer" in told
+    assert (await get(live, question, "questions"))["status"] == "pending"
+
+    answered = await pipeline.process(
+        live.services, mailclients.outlook(mail, "start date: 2027-03-01\nbudget: 4,000\n\nThanks")
+    )
+    assert answered.outcome == "decided", answered
+    body = await get(live, question, "questions")
+    assert body["response_data"] == {"start": "2027-03-01", "budget": 4000}
+    assert body["responded_via"] == "reply"
+
+
+async def test_a_reply_approves_only_the_arguments_its_mail_showed(live: Live) -> None:
+    approval = await live.approval(
+        kwargs={"amount": 100},
+        editable=True,
+        policy="all",
+        channel={"email": {"to": ["alice@example.com", "bob@example.com"]}},
+    )
+    mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
+    first_alice = next(m for m in mails if str(m["To"]) == "alice@example.com")
+    _, responder = await create_key(live.services.db, "portal", role="responder")
+    edited = await live.client.post(
+        f"/v1/approvals/{approval['id']}/responses",
+        json={"approver": "bob@example.com", "decision": "approve", "edited_kwargs": {"amount": 80}},
+        headers={"Authorization": f"Bearer {responder}"},
+    )
+    assert edited.status_code == 200 and edited.json()["status"] == "pending"
+
+    stale = await pipeline.process(live.services, mailclients.gmail(first_alice, "approve"))
+    assert (stale.outcome, stale.reason) == ("ignored", "arguments_changed")
+    newer = next(m for m in await mails_to(live, "alice@example.com", 3) if "changed amount" in text_part(m))
+    fresh = await pipeline.process(live.services, mailclients.gmail(newer, "approve"))
+    assert fresh.outcome == "decided"
+    body = await get(live, approval)
+    assert body["status"] == "approved" and body["edited_kwargs"] == {"amount": 80}
+    confirmation = [m for m in await mails_to(live, "alice@example.com", 4) if "approval was recorded" in text_part(m)]
+    assert confirmation and "Arguments cannot be changed by reply" in text_part(confirmation[-1])
