@@ -113,3 +113,27 @@ def wait_for_subject(base: str, address: str, subject: str, timeout: float = 10)
                 return mail
         time.sleep(0.05)
     raise AssertionError(f"no mail {subject!r} to {address}")
+
+
+async def test_async_edits_and_a_typed_answer(dev_gateway: Dev) -> None:
+    from pydantic import BaseModel
+
+    class Budget(BaseModel):
+        amount: int
+        currency: str = "EUR"
+
+    base, _ = dev_gateway
+    async with AsyncGateway(base, DEV_KEY) as gw:
+
+        @gw.require_approval(boss := address(), editable=True)
+        async def wire(amount: int, to: str) -> str:
+            return f"sent {amount} to {to}"
+
+        told, _ = await asyncio.gather(
+            wire(500, "acme"), human(base, boss, "/approve", decision="approve", **{"kwargs.amount": "450"})
+        )
+        assert told.startswith("sent 450 to acme\n\nThe human changed amount from 500 to 450")
+
+        handle = await gw.ask("Budget?", other := address(), response_model=Budget)
+        answer, _ = await asyncio.gather(handle.wait(timeout=20), human(base, other, "/answer", amount="1200"))
+        assert answer == Budget(amount=1200)

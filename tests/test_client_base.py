@@ -220,3 +220,57 @@ def test_wait_plan_holds_what_is_left_and_then_stops() -> None:
     spent = WaitPlan("apr_1", 0)
     assert spent.next_poll("/p") is None
     assert "apr_1" in str(spent.timed_out())
+
+
+# --- response models as the gateway's response_schema ----------------------------------------------------------
+
+
+def test_a_response_model_is_reduced_to_the_form_subset() -> None:
+    import enum
+    from datetime import date
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    from gateway.client import response_schema
+
+    class Tier(enum.Enum):
+        basic = "basic"
+        pro = "pro"
+
+    class Order(BaseModel):
+        day: date
+        at: datetime | None = None
+        tier: Tier = Tier.basic
+        size: Literal["s", "m"]
+        count: int = Field(ge=1, description="How many")
+        tags: list[str] = []
+        gift: bool = False
+
+    schema = response_schema(Order)
+    props = schema["properties"]
+    assert schema["required"] == ["day", "size", "count"]
+    assert props["day"] == {"title": "Day", "format": "date", "type": "string"}
+    assert props["at"]["format"] == "date-time" and "default" not in props["at"]
+    assert props["tier"]["enum"] == ["basic", "pro"] and props["tier"]["type"] == "string"
+    assert props["size"]["enum"] == ["s", "m"]
+    assert props["count"] == {"title": "Count", "description": "How many", "minimum": 1, "type": "integer"}
+    assert props["tags"]["items"] == {"type": "string"}
+    assert props["gift"]["type"] == "boolean"
+
+
+def test_what_a_form_cannot_ask_for_is_named() -> None:
+    from pydantic import BaseModel
+
+    from gateway.client import ResponseModelError, response_schema
+
+    class Money(BaseModel):
+        amounts: list[int]
+
+    class Either(BaseModel):
+        value: int | str
+
+    with pytest.raises(ResponseModelError, match="amounts"):
+        response_schema(Money)
+    with pytest.raises(ResponseModelError, match="value"):
+        response_schema(Either)

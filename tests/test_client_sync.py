@@ -9,11 +9,13 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
+from pydantic import BaseModel, Field
 
 from gateway.client import (
     ApprovalRejectedError,
@@ -21,6 +23,7 @@ from gateway.client import (
     Gateway,
     HumanTool,
     RequestExpiredError,
+    ResponseModelError,
     WaitTimeoutError,
     openai_tool,
 )
@@ -359,3 +362,65 @@ def test_a_waiting_agent_gets_the_message_within_50_ms_of_its_commit(outer_dev: 
             cursor = page["next"]
     lags.sort()
     assert lags[len(lags) // 2] < 0.05, lags  # the median; the waiter often answers before the POST does
+
+
+# --- edits and typed answers ---------------------------------------------------------------------------------
+
+
+class Booking(BaseModel):
+    """What the human is asked for: a form with these fields, answered on the page or by reply."""
+
+    start: date = Field(title="Start date")
+    nights: int = Field(ge=1, description="How many nights")
+    room: Literal["single", "double"] = "double"
+    notes: str | None = None
+
+
+def test_the_function_runs_with_the_arguments_the_human_approved(dev_gateway: Dev, gw: Gateway) -> None:
+    base, _ = dev_gateway
+    boss, ran = address(), []
+
+    @gw.require_approval(boss, editable=["amount", "note"])
+    def refund(customer: str, amount: int, **extra: Any) -> str:
+        ran.append((customer, amount, extra))
+        return f"refunded {amount}"
+
+    result = in_background(lambda: refund("ann@example.com", 40, note="sorry"))
+    (mail,) = wait_for_mail(base, boss)
+    page = httpx.get(link(mail, "/approve")).text
+    assert 'name="kwargs.amount"' in page and 'name="kwargs.customer"' not in page
+    assert (
+        click(
+            link(mail, "/approve"), decision="approve", **{"kwargs.amount": "30", "kwargs.note": "Sorry!"}
+        ).status_code
+        == 303
+    )
+    told = result.result(10)
+    assert ran == [("ann@example.com", 30, {"note": "Sorry!"})]
+    assert told.startswith('refunded 30\n\nThe human changed amount from 40 to 30, note from "sorry" to "Sorry!"')
+
+
+def test_ask_with_a_response_model_returns_the_model(dev_gateway: Dev, gw: Gateway) -> None:
+    base, _ = dev_gateway
+    boss = address()
+    handle = gw.ask("Book the offsite?", boss, response_model=Booking)
+    (mail,) = wait_for_mail(base, boss)
+    assert click(link(mail, "/answer"), start="2027-05-03", nights="2", room="single").status_code == 303
+    booking = handle.wait(timeout=10)
+    assert booking == Booking(start=date(2027, 5, 3), nights=2, room="single")
+    assert handle.question.response_data == {"start": "2027-05-03", "nights": 2, "room": "single"}
+
+    ask_booking = gw.human_as_tool(other := address(), response_model=Booking)
+    answer = in_background(lambda: ask_booking("Which dates?"))
+    (mail,) = wait_for_mail(base, other)
+    assert click(link(mail, "/answer"), start="2027-06-01", nights="0").status_code == 422  # refused per field
+    assert click(link(mail, "/answer"), start="2027-06-01", nights="1", notes="Near the station").status_code == 303
+    assert answer.result(10) == Booking(start=date(2027, 6, 1), nights=1, notes="Near the station")
+
+
+def test_a_response_model_a_form_cannot_ask_for_fails_at_the_call(gw: Gateway) -> None:
+    class Nested(BaseModel):
+        booking: Booking
+
+    with pytest.raises(ResponseModelError, match="booking"):
+        gw.ask("?", address(), response_model=Nested)

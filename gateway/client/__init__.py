@@ -10,7 +10,13 @@ def send_email(to: str, subject: str, body: str) -> str: ...
 ask_human = gw.human_as_tool("boss@example.com")
 """
 
-from gateway.client._async import AsyncApprovalHandle, AsyncGateway, AsyncInbox, AsyncQuestionHandle
+from gateway.client._async import (
+    AsyncApprovalHandle,
+    AsyncGateway,
+    AsyncInbox,
+    AsyncQuestionHandle,
+    AsyncTypedQuestionHandle,
+)
 from gateway.client._base import derive_call_id
 from gateway.client._errors import (
     APIError,
@@ -29,7 +35,8 @@ from gateway.client._errors import (
     WaitTimeoutError,
 )
 from gateway.client._models import Approval, Message, Notification, Question, Response
-from gateway.client._sync import ApprovalHandle, Gateway, Inbox, QuestionHandle
+from gateway.client._schema import ResponseModelError, response_schema
+from gateway.client._sync import ApprovalHandle, Gateway, Inbox, QuestionHandle, TypedQuestionHandle
 from gateway.client.tools import HumanTool, anthropic_tool, anthropic_tools, openai_tool, openai_tools
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "AsyncGateway",
     "AsyncInbox",
     "AsyncQuestionHandle",
+    "AsyncTypedQuestionHandle",
     "AuthenticationError",
     "ConflictError",
     "Gateway",
@@ -59,11 +67,14 @@ __all__ = [
     "RequestCancelledError",
     "RequestExpiredError",
     "Response",
+    "ResponseModelError",
     "ServerError",
+    "TypedQuestionHandle",
     "WaitTimeoutError",
     "anthropic_tool",
     "anthropic_tools",
     "derive_call_id",
     "openai_tool",
     "openai_tools",
+    "response_schema",
 ]

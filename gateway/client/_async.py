@@ -17,16 +17,20 @@ from gateway.client._base import (
     Call,
     HandleBase,
     InboxBase,
-    QuestionOptions,
+    M,
     Recipients,
     Request,
     RunIt,
+    TypedQuestionBase,
     WaitPlan,
     _jsonable,
     agent_call,
+    apply_changes,
     bind_arguments,
     check_async,
     notification_call,
+    question_options,
+    with_changes,
 )
 from gateway.client._errors import InboxTimeoutError, WaitTimeoutError
 from gateway.client._models import Approval, Message, Notification, Question
@@ -146,9 +150,15 @@ class AsyncGateway(BaseGateway):
         expires_in: int | None = None,
         state: Any = None,
         callback_url: str | None = None,
+        editable: bool | Sequence[str] | None = None,
+        kwargs_schema: dict[str, Any] | None = None,
     ) -> AsyncApprovalHandle:
+        """Ask for approval of ``fn(**kwargs)``; ``editable`` lets the approvers change those arguments (all with
+        True) before they approve, typed and checked by ``kwargs_schema`` when given."""
         name = fn if isinstance(fn, str) else fn.__name__
-        opts = ApprovalOptions(to, cc, subject, context, reject_options, policy, expires_in)
+        opts = ApprovalOptions(
+            to, cc, subject, context, reject_options, policy, expires_in, editable=editable, kwargs_schema=kwargs_schema
+        )
         call = self._approval_call(
             name, _jsonable(kwargs), opts, call_id=call_id, run_id=run_id, state=state, callback_url=callback_url
         )
@@ -174,12 +184,17 @@ class AsyncGateway(BaseGateway):
         expires_in: int | None = None,
         state: Any = None,
         callback_url: str | None = None,
-    ) -> AsyncQuestionHandle:
-        opts = QuestionOptions(to, cc, subject, context, response_options, expires_in)
+        response_model: type[M] | None = None,
+    ) -> Any:
+        """Ask a question; the handle's ``wait()`` gives the answered Question, or, with ``response_model`` (a
+        pydantic model), the answer as a validated instance of it (the human gets a form, or replies with
+        ``Name: value`` lines)."""
+        opts = question_options(to, cc, subject, context, response_options, expires_in, response_model=response_model)
         call = self._question_call(
             message, opts, call_id=call_id, run_id=run_id, state=state, callback_url=callback_url
         )
-        return AsyncQuestionHandle(self, Question.from_json(await self._send(call)))
+        handle = AsyncQuestionHandle(self, Question.from_json(await self._send(call)))
+        return handle if response_model is None else AsyncTypedQuestionHandle(handle, response_model)
 
     async def question(self, request_id: str) -> AsyncQuestionHandle:
         return AsyncQuestionHandle(
@@ -200,6 +215,8 @@ class AsyncGateway(BaseGateway):
         expires_in: int | None = None,
         timeout: float | None = None,
         raise_on_reject: bool = False,
+        editable: bool | Sequence[str] | None = None,
+        kwargs_schema: dict[str, Any] | None = None,
     ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R | str]]]:
         """Run the decorated function only once a human approves this call of it.
 
@@ -207,7 +224,19 @@ class AsyncGateway(BaseGateway):
         caller (``User denied fn with message: ...``), or raises ``NotApprovedError`` with
         ``raise_on_reject``. ``timeout`` bounds the wait; the request itself lives until ``expires_in``.
         """
-        opts = ApprovalOptions(to, cc, subject, context, reject_options, policy, expires_in, timeout, raise_on_reject)
+        opts = ApprovalOptions(
+            to,
+            cc,
+            subject,
+            context,
+            reject_options,
+            policy,
+            expires_in,
+            timeout,
+            raise_on_reject,
+            editable,
+            kwargs_schema,
+        )
 
         def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R | str]]:
             check_async(fn, True, "AsyncGateway")
@@ -227,7 +256,8 @@ class AsyncGateway(BaseGateway):
                 self._consume(key)
                 outcome = self._gate_outcome(fn.__name__, approval, opts)
                 if isinstance(outcome, RunIt):
-                    return await fn(*args, **kwargs)
+                    args_, kwargs_ = apply_changes(sig, args, kwargs, outcome.changes)
+                    return with_changes(await fn(*args_, **kwargs_), fn.__name__, outcome.changes)
                 return outcome
 
             return gated
@@ -247,11 +277,22 @@ class AsyncGateway(BaseGateway):
         raise_on_expiry: bool = False,
         name: str = "ask_human",
         description: str | None = None,
+        response_model: type[Any] | None = None,
     ) -> HumanTool:
         """A tool an LLM can call to ask a human by email; it returns the human's answer as text."""
-        opts = QuestionOptions(to, cc, subject, context, response_options, expires_in, timeout, raise_on_expiry)
+        opts = question_options(
+            to,
+            cc,
+            subject,
+            context,
+            response_options,
+            expires_in,
+            timeout,
+            raise_on_expiry,
+            response_model=response_model,
+        )
 
-        async def ask_human(message: str) -> str:
+        async def ask_human(message: str) -> Any:
             call, key = self._gate_question(message, opts)
             question = Question.from_json(await self._send(call))
             if question.pending:
@@ -336,3 +377,26 @@ class AsyncInbox(InboxBase):
 
     async def _fetch(self, wait: float) -> None:
         self._take(await self._gateway._send(self._poll(wait)))
+
+
+class AsyncTypedQuestionHandle(TypedQuestionBase[M]):
+    """A question asked with a response model: ``wait()`` gives the answer as that model, validated (or raises
+    RequestExpiredError / RequestCancelledError when nobody answered)."""
+
+    def __init__(self, handle: AsyncQuestionHandle, model: type[M]) -> None:
+        super().__init__(model)
+        self.handle = handle
+
+    @property
+    def id(self) -> str:
+        return self.handle.id
+
+    @property
+    def question(self) -> Question:
+        return self.handle.question
+
+    async def wait(self, timeout: float | None = None) -> M:
+        return self._value(await self.handle.wait(timeout))
+
+    async def cancel(self) -> Question:
+        return await self.handle.cancel()

@@ -42,6 +42,7 @@ from gateway.client._errors import (
     WaitTimeoutError,
 )
 from gateway.client._models import Approval, Message, Question
+from gateway.client._schema import parse_answer, response_schema
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_WAIT = 60  # the server holds a long-poll at most this long; the client renews
@@ -138,6 +139,8 @@ class ApprovalOptions:
     expires_in: int | None = None
     timeout: float | None = None
     raise_on_reject: bool = False
+    editable: bool | Sequence[str] | None = None
+    kwargs_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,30 @@ class QuestionOptions:
     expires_in: int | None = None
     timeout: float | None = None
     raise_on_expiry: bool = False
+    response_model: Any = None  # a pydantic model class: the answer is a form, and comes back as the model
+    response_schema: dict[str, Any] | None = None  # the model as the gateway's schema (see _schema)
+
+
+def question_options(
+    to: Recipients,
+    cc: Recipients | None,
+    subject: str | None,
+    context: str | None,
+    response_options: Sequence[str | dict[str, Any]] | None,
+    expires_in: int | None,
+    timeout: float | None = None,
+    raise_on_expiry: bool = False,
+    *,
+    response_model: Any = None,
+) -> QuestionOptions:
+    """The options of a question; a response model becomes its schema now, so what a form cannot ask for is an
+    error at the call, not a request the human cannot answer."""
+    schema = response_schema(response_model) if response_model is not None else None
+    if schema is not None and response_options:
+        raise InvalidRequestError(422, "invalid_request", "give response_options or a response_model, not both")
+    return QuestionOptions(
+        to, cc, subject, context, response_options, expires_in, timeout, raise_on_expiry, response_model, schema
+    )
 
 
 class Backoff:
@@ -199,7 +226,42 @@ class WaitPlan:
 
 @dataclass(frozen=True)
 class RunIt:
-    """The gated function may run."""
+    """The gated function may run, with the approvers' changes to its arguments (name -> (before, after))."""
+
+    changes: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
+
+
+def apply_changes(
+    sig: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any], changes: dict[str, tuple[Any, Any]]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments with the approved values put in their places (a ``**extra`` one into its dict)."""
+    if not changes:
+        return args, kwargs
+    bound = sig.bind(*args, **kwargs)
+    extra = next((n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD), None)
+    for name, (_, after) in changes.items():
+        param = sig.parameters.get(name)
+        if param is not None and param.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            bound.arguments[name] = after
+        elif extra is not None:
+            bound.arguments.setdefault(extra, {})[name] = after
+    return bound.args, bound.kwargs
+
+
+def changes_note(fn_name: str, changes: dict[str, tuple[Any, Any]]) -> str:
+    parts = [f"{name} from {json.dumps(before)} to {json.dumps(after)}" for name, (before, after) in changes.items()]
+    return f"The human changed {', '.join(parts)} before approving {fn_name}; it ran with the changed values."
+
+
+def with_changes(result: Any, fn_name: str, changes: dict[str, tuple[Any, Any]]) -> Any:
+    """What the caller (often an LLM) is told: a text result says what the human changed; others are kept."""
+    if not changes:
+        return result
+    if result is None:
+        return changes_note(fn_name, changes)
+    if isinstance(result, str):
+        return f"{result}\n\n{changes_note(fn_name, changes)}"
+    return result
 
 
 class BaseGateway:
@@ -255,6 +317,8 @@ class BaseGateway:
             "run_id": run,
             "policy": opts.policy,
         }
+        editable = list(opts.editable) if opts.editable not in (None, True, False) else opts.editable  # type: ignore[arg-type]
+        _optional(body, editable=editable or None, kwargs_schema=opts.kwargs_schema)
         _optional(body, reject_options=_options(opts.reject_options), expires_in=opts.expires_in, state=state)
         _optional(body, callback_url=callback_url)
         return Call("POST", "/v1/approvals", json=body)
@@ -277,6 +341,7 @@ class BaseGateway:
             "run_id": run,
         }
         _optional(body, response_options=_options(opts.response_options), expires_in=opts.expires_in, state=state)
+        _optional(body, response_schema=opts.response_schema)
         _optional(body, callback_url=callback_url)
         return Call("POST", "/v1/questions", json=body)
 
@@ -350,7 +415,7 @@ class BaseGateway:
     def _gate_outcome(self, fn_name: str, approval: Approval, opts: ApprovalOptions) -> RunIt | str:
         """Run the function, or the message its caller (often an LLM) gets instead, or raise when asked to."""
         if approval.status == "approved":
-            return RunIt()
+            return RunIt(approval.changes)
         if approval.status == "rejected":
             comment = approval.comment or ""
             if approval.reject_option and not comment:
@@ -379,7 +444,10 @@ class BaseGateway:
         )
 
     @staticmethod
-    def _answer_text(question: Question, opts: QuestionOptions) -> str:
+    def _answer_text(question: Question, opts: QuestionOptions) -> Any:
+        """The human's answer as text, or as the response model; else what the caller is told instead."""
+        if question.status == "answered" and opts.response_model is not None:
+            return parse_answer(opts.response_model, question.response_data)
         if question.status == "answered":
             # An option's answer carries the option's title as its text; a free answer, the human's words.
             return question.response or question.response_option or ""
@@ -430,6 +498,23 @@ class HandleBase(Generic[Request]):
     def _update(self, data: dict[str, Any]) -> Request:
         self._request = cast(Request, self._model.from_json(data))
         return self._request
+
+
+M = TypeVar("M")
+
+
+class TypedQuestionBase(Generic[M]):
+    """A question asked with a response model: its answer is that model, validated."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+
+    def _value(self, question: Question) -> M:
+        if question.status == "answered":
+            return cast(M, parse_answer(self.model, question.response_data))  # type: ignore[type-var]
+        message = f"No human answered: the question was {question.status}."
+        cls = RequestExpiredError if question.status == "expired" else RequestCancelledError
+        raise cls(message, "ask", question)
 
 
 class InboxBase:

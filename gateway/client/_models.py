@@ -40,6 +40,7 @@ class Approval:
     responses: list[Response]
     state: Any
     raw: dict[str, Any] = field(repr=False, compare=False)
+    edited_kwargs: dict[str, Any] | None = None
 
     @property
     def pending(self) -> bool:
@@ -48,6 +49,23 @@ class Approval:
     @property
     def approved(self) -> bool:
         return self.status == "approved"
+
+    @property
+    def approved_kwargs(self) -> dict[str, Any]:
+        """The arguments as approved: with the approvers' edits, when they made any."""
+        return dict(self.edited_kwargs if self.edited_kwargs is not None else self.kwargs)
+
+    @property
+    def changes(self) -> dict[str, tuple[Any, Any]]:
+        """What the approvers changed: name -> (as the agent asked, as approved)."""
+        if self.edited_kwargs is None:
+            return {}
+        names = list(self.kwargs) + [n for n in self.edited_kwargs if n not in self.kwargs]
+        return {
+            n: (self.kwargs.get(n), self.edited_kwargs.get(n))
+            for n in names
+            if self.kwargs.get(n) != self.edited_kwargs.get(n)
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Approval:
@@ -73,6 +91,7 @@ class Approval:
             ],
             state=data.get("state"),
             raw=data,
+            edited_kwargs=data.get("edited_kwargs"),
         )
 
 
@@ -92,6 +111,7 @@ class Question:
     expires_at: datetime | None
     state: Any
     raw: dict[str, Any] = field(repr=False, compare=False)
+    response_data: dict[str, Any] | None = None  # a typed question's validated answer
 
     @property
     def pending(self) -> bool:
@@ -114,6 +134,7 @@ class Question:
             expires_at=_time(data.get("expires_at")),
             state=data.get("state"),
             raw=data,
+            response_data=data.get("response_data"),
         )
 
 

@@ -17,16 +17,20 @@ from gateway.client._base import (
     Call,
     HandleBase,
     InboxBase,
-    QuestionOptions,
+    M,
     Recipients,
     Request,
     RunIt,
+    TypedQuestionBase,
     WaitPlan,
     _jsonable,
     agent_call,
+    apply_changes,
     bind_arguments,
     check_async,
     notification_call,
+    question_options,
+    with_changes,
 )
 from gateway.client._errors import InboxTimeoutError, WaitTimeoutError
 from gateway.client._models import Approval, Message, Notification, Question
@@ -144,9 +148,15 @@ class Gateway(BaseGateway):
         expires_in: int | None = None,
         state: Any = None,
         callback_url: str | None = None,
+        editable: bool | Sequence[str] | None = None,
+        kwargs_schema: dict[str, Any] | None = None,
     ) -> ApprovalHandle:
+        """Ask for approval of ``fn(**kwargs)``; ``editable`` lets the approvers change those arguments (all with
+        True) before they approve, typed and checked by ``kwargs_schema`` when given."""
         name = fn if isinstance(fn, str) else fn.__name__
-        opts = ApprovalOptions(to, cc, subject, context, reject_options, policy, expires_in)
+        opts = ApprovalOptions(
+            to, cc, subject, context, reject_options, policy, expires_in, editable=editable, kwargs_schema=kwargs_schema
+        )
         call = self._approval_call(
             name, _jsonable(kwargs), opts, call_id=call_id, run_id=run_id, state=state, callback_url=callback_url
         )
@@ -170,12 +180,17 @@ class Gateway(BaseGateway):
         expires_in: int | None = None,
         state: Any = None,
         callback_url: str | None = None,
-    ) -> QuestionHandle:
-        opts = QuestionOptions(to, cc, subject, context, response_options, expires_in)
+        response_model: type[M] | None = None,
+    ) -> Any:
+        """Ask a question; the handle's ``wait()`` gives the answered Question, or, with ``response_model`` (a
+        pydantic model), the answer as a validated instance of it (the human gets a form, or replies with
+        ``Name: value`` lines)."""
+        opts = question_options(to, cc, subject, context, response_options, expires_in, response_model=response_model)
         call = self._question_call(
             message, opts, call_id=call_id, run_id=run_id, state=state, callback_url=callback_url
         )
-        return QuestionHandle(self, Question.from_json(self._send(call)))
+        handle = QuestionHandle(self, Question.from_json(self._send(call)))
+        return handle if response_model is None else TypedQuestionHandle(handle, response_model)
 
     def question(self, request_id: str) -> QuestionHandle:
         return QuestionHandle(self, Question.from_json(self._send(Call("GET", f"/v1/questions/{request_id}"))))
@@ -194,6 +209,8 @@ class Gateway(BaseGateway):
         expires_in: int | None = None,
         timeout: float | None = None,
         raise_on_reject: bool = False,
+        editable: bool | Sequence[str] | None = None,
+        kwargs_schema: dict[str, Any] | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R | str]]:
         """Run the decorated function only once a human approves this call of it.
 
@@ -201,7 +218,19 @@ class Gateway(BaseGateway):
         caller (``User denied fn with message: ...``), or raises ``NotApprovedError`` with
         ``raise_on_reject``. ``timeout`` bounds the wait; the request itself lives until ``expires_in``.
         """
-        opts = ApprovalOptions(to, cc, subject, context, reject_options, policy, expires_in, timeout, raise_on_reject)
+        opts = ApprovalOptions(
+            to,
+            cc,
+            subject,
+            context,
+            reject_options,
+            policy,
+            expires_in,
+            timeout,
+            raise_on_reject,
+            editable,
+            kwargs_schema,
+        )
 
         def decorate(fn: Callable[P, R]) -> Callable[P, R | str]:
             check_async(fn, False, "Gateway")
@@ -219,7 +248,8 @@ class Gateway(BaseGateway):
                 self._consume(key)
                 outcome = self._gate_outcome(fn.__name__, approval, opts)
                 if isinstance(outcome, RunIt):
-                    return fn(*args, **kwargs)
+                    args_, kwargs_ = apply_changes(sig, args, kwargs, outcome.changes)
+                    return with_changes(fn(*args_, **kwargs_), fn.__name__, outcome.changes)
                 return outcome
 
             return gated
@@ -239,11 +269,22 @@ class Gateway(BaseGateway):
         raise_on_expiry: bool = False,
         name: str = "ask_human",
         description: str | None = None,
+        response_model: type[Any] | None = None,
     ) -> HumanTool:
         """A tool an LLM can call to ask a human by email; it returns the human's answer as text."""
-        opts = QuestionOptions(to, cc, subject, context, response_options, expires_in, timeout, raise_on_expiry)
+        opts = question_options(
+            to,
+            cc,
+            subject,
+            context,
+            response_options,
+            expires_in,
+            timeout,
+            raise_on_expiry,
+            response_model=response_model,
+        )
 
-        def ask_human(message: str) -> str:
+        def ask_human(message: str) -> Any:
             call, key = self._gate_question(message, opts)
             question = Question.from_json(self._send(call))
             if question.pending:
@@ -322,3 +363,26 @@ class Inbox(InboxBase):
 
     def _gateway_fetch(self, wait: float) -> None:
         self._take(self._gateway._send(self._poll(wait)))
+
+
+class TypedQuestionHandle(TypedQuestionBase[M]):
+    """A question asked with a response model: ``wait()`` gives the answer as that model, validated (or raises
+    RequestExpiredError / RequestCancelledError when nobody answered)."""
+
+    def __init__(self, handle: QuestionHandle, model: type[M]) -> None:
+        super().__init__(model)
+        self.handle = handle
+
+    @property
+    def id(self) -> str:
+        return self.handle.id
+
+    @property
+    def question(self) -> Question:
+        return self.handle.question
+
+    def wait(self, timeout: float | None = None) -> M:
+        return self._value(self.handle.wait(timeout))
+
+    def cancel(self) -> Question:
+        return self.handle.cancel()
