@@ -67,7 +67,13 @@ def _parser() -> argparse.ArgumentParser:
         help="who is asked (repeatable; default $GATEWAY_MCP_TO)",
     )
     mcp.add_argument("--url", default=None, help="the gateway (default $GATEWAY_URL)")
-    mcp.add_argument("--timeout", type=float, default=None, help="seconds a tool waits for a human (default: no limit)")
+    mcp.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds an asking tool waits before it answers 'still waiting' with the request's id, which"
+        " check_request resumes (default $GATEWAY_MCP_TOOL_WAIT, else 50: many MCP clients end a call after 60)",
+    )
     mcp.add_argument("--expires-in", type=int, default=None, help="seconds before a request expires")
     mcp.add_argument(
         "--agent",
@@ -591,7 +597,8 @@ def _mcp(args: argparse.Namespace) -> int:
         print("gateway mcp: the MCP server needs the mcp extra: pip install 'gateway[mcp]'", file=sys.stderr)
         return 2
     agent = args.agent or os.environ.get("GATEWAY_MCP_AGENT") or "mcp-agent"
-    asyncio.run(serve_stdio(to, base_url=args.url, wait_for=args.timeout, expires_in=args.expires_in, agent=agent))
+    wait_for = args.timeout or float(os.environ.get("GATEWAY_MCP_TOOL_WAIT") or 0) or None
+    asyncio.run(serve_stdio(to, base_url=args.url, wait_for=wait_for, expires_in=args.expires_in, agent=agent))
     return 0
 
 

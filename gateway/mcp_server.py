@@ -3,25 +3,45 @@ when stuck (ask_human), tell how it goes (notify_human) and hear what the humans
 
 Recipients are the operator's choice (``--to``), never the model's: a tool that mails whatever address an LLM
 picks would let a prompt injection mail anyone. Those same people are the only ones whose messages reach the
-agent. The asking tools block until a human decides (or ``--timeout``).
+agent. Many MCP clients end a tool call after 60 s, and humans take hours: the asking tools wait at most
+``tool_wait`` seconds (``--timeout``), then answer that the request is still pending, with its id, and
+``check_request`` resumes the wait as often as needed.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
-from gateway.client import AsyncGateway, AsyncInbox, Message, WaitTimeoutError
+from gateway.client import (
+    AsyncApprovalHandle,
+    AsyncGateway,
+    AsyncInbox,
+    AsyncQuestionHandle,
+    Message,
+    NotFoundError,
+    WaitTimeoutError,
+)
 from gateway.client._base import ApprovalOptions, QuestionOptions, RunIt
 
 INSTRUCTIONS = (
     "Before any action with consequences (sending messages, changing records, spending money), call "
-    "request_approval and act only if it says approved. When stuck or unsure, call ask_human. Tell the humans "
+    "request_approval and act only if it says approved (if it says still waiting, call check_request later). When "
+    "stuck or unsure, call ask_human. Tell the humans "
     "how the work goes with notify_human, and call check_messages between steps: they may ask you to stop or "
     "change course."
 )
 CHECK_WAIT_MAX = 30.0  # seconds check_messages may wait (many MCP clients end a tool call after 60)
+TOOL_WAIT = 50.0  # seconds an asking tool waits before it answers "still pending" (under those clients' 60)
+
+
+def still_pending(kind: str, request_id: str, what: str) -> str:
+    return (
+        f"No answer yet: the {kind} {request_id} ({what}) is still waiting for a human. Call check_request with "
+        f'request_id "{request_id}" to keep waiting; do not act on it before it is answered.'
+    )
 
 
 def describe(messages: list[Message]) -> str:
@@ -38,14 +58,33 @@ def build_server(
     gateway: AsyncGateway,
     to: list[str],
     *,
-    timeout: float | None = None,
+    tool_wait: float = TOOL_WAIT,
     expires_in: int | None = None,
     agent: str = "mcp-agent",
     inbox: AsyncInbox | None = None,
 ) -> MCPServer[Any]:
     server: MCPServer[Any] = MCPServer(name="approval-gateway", instructions=INSTRUCTIONS)
-    approval_opts = ApprovalOptions(to, expires_in=expires_in, timeout=timeout)
-    question_opts = QuestionOptions(to, expires_in=expires_in, timeout=timeout)
+    approval_opts = ApprovalOptions(to, expires_in=expires_in, timeout=tool_wait)
+    question_opts = QuestionOptions(to, expires_in=expires_in, timeout=tool_wait)
+
+    async def approval_result(handle: AsyncApprovalHandle) -> str:
+        fn = handle.approval.fn
+        try:
+            approval = await handle.wait(tool_wait)
+        except WaitTimeoutError:
+            return still_pending("approval", handle.id, fn)
+        outcome = gateway._gate_outcome(fn, approval, approval_opts)
+        if isinstance(outcome, RunIt):
+            edited = f" with these arguments: {json.dumps(approval.approved_kwargs)}" if approval.changes else ""
+            return f"Approved by {approval.decided_by}: go ahead with {fn}{edited}."
+        return str(outcome)
+
+    async def answer_result(handle: AsyncQuestionHandle) -> str:
+        try:
+            question = await handle.wait(tool_wait)
+        except WaitTimeoutError:
+            return still_pending("question", handle.id, handle.question.message[:60])
+        return str(gateway._answer_text(question, question_opts))
 
     @server.tool(
         name="request_approval",
@@ -55,15 +94,9 @@ def build_server(
         ),
     )
     async def request_approval(fn: str, kwargs: dict[str, Any], reason: str | None = None) -> str:
-        handle = await gateway.request_approval(fn, kwargs, to, context=reason, expires_in=expires_in)
-        try:
-            approval = await handle.wait(timeout)
-        except WaitTimeoutError as exc:
-            return gateway._gate_timeout(fn, exc, approval_opts)
-        outcome = gateway._gate_outcome(fn, approval, approval_opts)
-        if isinstance(outcome, RunIt):
-            return f"Approved by {approval.decided_by}: go ahead with {fn}."
-        return outcome
+        return await approval_result(
+            await gateway.request_approval(fn, kwargs, to, context=reason, expires_in=expires_in)
+        )
 
     @server.tool(
         name="ask_human",
@@ -73,12 +106,24 @@ def build_server(
         ),
     )
     async def ask_human(message: str) -> str:
-        handle = await gateway.ask(message, to, expires_in=expires_in)
+        return await answer_result(await gateway.ask(message, to, expires_in=expires_in))
+
+    @server.tool(
+        name="check_request",
+        description=(
+            "Keep waiting for a request_approval or ask_human that answered 'still waiting': give its request_id. "
+            "Returns the decision or answer, or says it is still waiting (call again later)."
+        ),
+    )
+    async def check_request(request_id: str) -> str:
         try:
-            question = await handle.wait(timeout)
-        except WaitTimeoutError as exc:
-            return gateway._answer_timeout(exc, question_opts)
-        return gateway._answer_text(question, question_opts)
+            if request_id.startswith("apr_"):
+                return await approval_result(await gateway.approval(request_id))
+            if request_id.startswith("qst_"):
+                return await answer_result(await gateway.question(request_id))
+        except NotFoundError:
+            pass
+        return f"No request {request_id!r} of yours: give the request_id a still-waiting answer named."
 
     inbox = inbox or gateway.inbox(agent)
 
@@ -123,9 +168,12 @@ async def serve_stdio(
     expires_in: int | None = None,
     agent: str = "mcp-agent",
 ) -> None:
+    """``wait_for``: seconds an asking tool waits before answering "still waiting" (default TOOL_WAIT)."""
     async with AsyncGateway(base_url, api_key) as gateway:
         await gateway.agent(agent, to)  # the people it asks are the people it hears from
         inbox = gateway.inbox(agent)
         await inbox.poll()  # a new session hears what is said from now on, not yesterday's "stop"
-        server = build_server(gateway, to, timeout=wait_for, expires_in=expires_in, agent=agent, inbox=inbox)
+        server = build_server(
+            gateway, to, tool_wait=wait_for or TOOL_WAIT, expires_in=expires_in, agent=agent, inbox=inbox
+        )
         await server.run_stdio_async()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ async def test_tools_listed_and_answered_by_a_human(dev_gateway: Dev) -> None:
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert set(tools) == {"request_approval", "ask_human", "notify_human", "check_messages"}
+        assert set(tools) == {"request_approval", "ask_human", "notify_human", "check_messages", "check_request"}
         assert tools["ask_human"].input_schema["required"] == ["message"]
 
         answer, _ = await asyncio.gather(
@@ -90,3 +91,30 @@ def test_mcp_needs_recipients_and_a_key() -> None:
         text=True,
     )
     assert no_key.returncode == 2 and "GATEWAY_API_KEY" in no_key.stderr
+
+
+async def test_a_long_wait_outlives_the_clients_tool_timeout(dev_gateway: Dev) -> None:
+    """Each call returns within --timeout; the id it gives resumes the wait until the human answers."""
+    base, _ = dev_gateway
+    boss = f"boss-{uuid.uuid4().hex[:8]}@example.com"
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "gateway", "mcp", "--to", boss, "--timeout", "0.5"],
+        env=clean_env(GATEWAY_URL=base, GATEWAY_API_KEY=DEV_KEY),
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        waiting = text_of(await session.call_tool("request_approval", {"fn": "wire", "kwargs": {"amount": 9}}))
+        request_id = re.search(r'request_id "(apr_[a-z2-7]+)"', waiting).group(1)  # type: ignore[union-attr]
+        assert waiting.startswith(f"No answer yet: the approval {request_id} (wire) is still waiting")
+        assert "still waiting" in text_of(await session.call_tool("check_request", {"request_id": request_id}))
+        await human(base, boss, "/approve", decision="approve")
+        done = text_of(await session.call_tool("check_request", {"request_id": request_id}))
+        assert done == f"Approved by {boss}: go ahead with wire."
+
+        asked = text_of(await session.call_tool("ask_human", {"message": "Which bank?"}))
+        question_id = re.search(r'request_id "(qst_[a-z2-7]+)"', asked).group(1)  # type: ignore[union-attr]
+        await human(base, boss, "/answer", count=2, response="The usual one.")
+        assert text_of(await session.call_tool("check_request", {"request_id": question_id})) == "The usual one."
+        unknown = text_of(await session.call_tool("check_request", {"request_id": "apr_nope"}))
+        assert unknown.startswith("No request 'apr_nope' of yours")
