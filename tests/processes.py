@@ -51,11 +51,11 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 @contextmanager
-def dev_process(tmp_path: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """`gateway dev` with the test key; the same ``tmp_path`` and ``port`` restart the same gateway."""
+def dev_process(tmp_path: Path, port: int | None = None, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`gateway dev` with the test key (and ``env``); the same ``tmp_path`` and ``port`` restart the same gateway."""
     port = port or free_port()
     args = ["dev", "--port", str(port), "--db", str(tmp_path / "dev.sqlite3")]
-    with gateway_process(tmp_path, args, port, clean_env(GATEWAY_DEV_API_KEY=DEV_KEY)) as running:
+    with gateway_process(tmp_path, args, port, clean_env(GATEWAY_DEV_API_KEY=DEV_KEY, **env)) as running:
         yield running
 
 

@@ -86,3 +86,76 @@ async def test_page_works_without_javascript(live: Live, browser) -> None:
     await page.wait_for_selector("#result")
     assert (await live.client.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "approved"
     await context.close()
+
+
+async def test_an_edit_on_a_phone_reaches_the_functions_arguments(live: Live, browser) -> None:
+    import asyncio
+
+    from gateway.client import AsyncGateway
+
+    ran: list[tuple[str, int]] = []
+    async with AsyncGateway(live.base_url, live.key) as gw:
+
+        @gw.require_approval("alice@example.com", editable=["amount"])
+        async def refund(customer: str, amount: int) -> str:
+            ran.append((customer, amount))
+            return f"refunded {amount}"
+
+        call = asyncio.create_task(refund("ann@example.com", 40))
+        (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+        context = await browser.new_context(viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True)
+        page = await context.new_page()
+        await page.goto(link_ending(mail, "/approve"))
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"page scrolls sideways by {overflow}px on a phone"
+        assert await page.input_value("input[name='kwargs.amount']") == "40"
+        assert await page.locator("input[name='kwargs.customer']").count() == 0  # not editable
+        await page.fill("input[name='kwargs.amount']", "35")
+        await page.tap("button[value=approve]")
+        await page.wait_for_selector("#result")
+        assert "edited" in await page.locator("table.args").inner_text()
+        told = await asyncio.wait_for(call, 10)
+        await context.close()
+    assert ran == [("ann@example.com", 35)]
+    assert told.startswith("refunded 35\n\nThe human changed amount from 40 to 35")
+
+
+async def test_a_typed_question_form_without_javascript(live: Live, browser) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "start": {"type": "string", "format": "date", "title": "Start date"},
+            "nights": {"type": "integer", "minimum": 1, "title": "Nights"},
+            "room": {"enum": ["single", "double"], "title": "Room"},
+            "breakfast": {"type": "boolean", "title": "Breakfast"},
+        },
+        "required": ["start", "nights", "room"],
+    }
+    created = await live.client.post(
+        "/v1/questions",
+        json={
+            "message": "Book the hotel?",
+            "channel": {"email": {"to": ["bob@example.com"]}},
+            "response_schema": schema,
+        },
+    )
+    question = created.json()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    context = await browser.new_context(java_script_enabled=False)
+    page = await context.new_page()
+    await page.goto(link_ending(mail, "/answer"))
+    assert await page.get_attribute("input[name=start]", "type") == "date"
+    await page.fill("input[name=start]", "2027-04-12")
+    await page.fill("input[name=nights]", "0")
+    await page.select_option("select[name=room]", "double")
+    await page.check("input[name=breakfast]")
+    await page.click("button.send")
+    await page.wait_for_selector("#e-nights")
+    assert await page.locator("#e-nights").inner_text() == "Nights must be at least 1."
+    assert await page.input_value("input[name=start]") == "2027-04-12"  # what was typed is kept
+    await page.fill("input[name=nights]", "3")
+    await page.click("button.send")
+    await page.wait_for_selector("#result")
+    await context.close()
+    body = (await live.client.get(f"/v1/questions/{question['id']}")).json()
+    assert body["response_data"] == {"start": "2027-04-12", "nights": 3, "room": "double", "breakfast": True}

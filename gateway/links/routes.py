@@ -172,8 +172,9 @@ async def show_option(token: str, name: str, http: Request, svc: Services = Depe
 def _edits(request: Req, form: dict[str, str]) -> dict[str, Any] | None:
     """The editable arguments as the form gives them (the service keeps only those that changed). An emptied
     text input is an empty string, not a missing value."""
-    fields = edit_fields(request)
-    if not fields:
+    # A field the form did not send at all is left as it is (a checkbox is the exception: unticked sends nothing).
+    fields = [f for f in edit_fields(request) if EDIT_PREFIX + f.name in form or f.widget == "checkbox"]
+    if not any(EDIT_PREFIX + f.name in form for f in fields):
         return None
     current = current_kwargs(request)
     values = forms.read_form(fields, form, EDIT_PREFIX)
