@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from gateway import __version__, observability
 from gateway.agents.routes import router as agents_router
@@ -34,7 +34,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="Approval gateway", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Approval gateway",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served below from the package's own copy of Swagger UI: /docs works without internet
+        redoc_url=None,
+    )
     errors.install(app)
     app.add_middleware(errors.BodyLimit)
     app.include_router(approvals_router)
@@ -56,4 +63,27 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(await observability.metrics(runtime), media_type="text/plain; version=0.0.4")
 
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the fastapi-offline package's copy, not a CDN (a self-hosted gateway often has no
+    way out, and a page that loads scripts from elsewhere is a page someone else can change)."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = files("fastapi_offline") / "static"
+    app.mount("/docs/assets", StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} · API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon.png",
+        )

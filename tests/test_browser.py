@@ -159,3 +159,25 @@ async def test_a_typed_question_form_without_javascript(live: Live, browser) -> 
     await context.close()
     body = (await live.client.get(f"/v1/questions/{question['id']}")).json()
     assert body["response_data"] == {"start": "2027-04-12", "nights": 3, "room": "double", "breakfast": True}
+
+
+async def test_the_api_docs_render_with_no_way_out(live: Live, browser) -> None:
+    """/docs loads only from the gateway itself: with every other host refused, Swagger UI still renders."""
+    context = await browser.new_context()
+    elsewhere: list[str] = []
+
+    async def only_here(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith(live.base_url):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    await context.route("**/*", only_here)
+    page = await context.new_page()
+    await page.goto(f"{live.base_url}/docs")
+    await page.wait_for_selector(".swagger-ui .info .title", timeout=15000)
+    assert "Approval gateway" in await page.locator(".swagger-ui .info .title").inner_text()
+    assert await page.locator(".opblock-summary-path").count() > 10  # the endpoints are listed
+    assert elsewhere == []
+    await context.close()

@@ -28,7 +28,9 @@ def _noun(request: Request) -> str:
 def decided_headline(request: Request) -> str:
     if request.kind == "question":
         return f"This question was answered by {request.decided_by}."
-    return f"This approval request was {request.status} by {request.decided_by}."
+    changed = sorted(k for k, v in (request.edited_kwargs or {}).items() if (request.kwargs or {}).get(k) != v)
+    edits = f", with {', '.join(changed)} changed by an approver" if changed and request.status == "approved" else ""
+    return f"This approval request was {request.status} by {request.decided_by}{edits}."
 
 
 async def after_response(
