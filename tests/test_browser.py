@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, Live, link_ending
+from tests.conftest import IN_CI, Live, html_part, link_ending
 
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -45,12 +47,12 @@ async def test_click_approve_in_a_real_browser(live: Live, browser, tmp_path) ->
     (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
     page = await browser.new_page()
     await page.goto(link_ending(mail, "/approve"))
-    assert await page.locator("#status").inner_text() == "Waiting for an answer."
+    assert await page.locator("#status").inner_text() == "Waiting for your decision."
     assert "Hello <b>team</b>" in await page.locator("table.args").inner_text()  # shown as text, not markup
     await page.fill("#comment", "Looks good")
     await page.click("button[value=approve]")
     await page.wait_for_selector("#result")
-    assert "you approved" in await page.locator("#result").inner_text()
+    assert "You approved this request." in await page.locator("#result").inner_text()
     assert "Approved by alice@example.com" in await page.locator("#status").inner_text()
     await page.screenshot(path=str(tmp_path / "approved.png"))
 
@@ -180,4 +182,120 @@ async def test_the_api_docs_render_with_no_way_out(live: Live, browser) -> None:
     assert "Approval gateway" in await page.locator(".swagger-ui .info .title").inner_text()
     assert await page.locator(".opblock-summary-path").count() > 10  # the endpoints are listed
     assert elsewhere == []
+    await context.close()
+
+
+# --- every page state, as a person reads it, at phone and desktop widths --------------------------------------
+
+WIDTHS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 900}}
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+
+
+async def _read(browser, url: str, width: str, *, js: bool = True):  # type: ignore[no-untyped-def]
+    context = await browser.new_context(viewport=WIDTHS[width], java_script_enabled=js)
+    page = await context.new_page()
+    response = await page.goto(url)
+    text = await page.locator("main").inner_text()
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{url} scrolls sideways by {overflow}px at {width} width"
+    assert not re.search(r"\b(apr|qst|rcp|rsp)_[a-z2-7]{10,}", text), f"an internal id is shown: {text}"
+    return context, page, response.status, text
+
+
+async def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    """The README's pictures come from these runs (GATEWAY_WRITE_SCREENSHOTS=1), so they never drift."""
+    if os.environ.get("GATEWAY_WRITE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("width", ["phone", "desktop"])
+async def test_every_approval_page_state_reads_clearly(live: Live, browser, width: str) -> None:
+    approval = await live.approval(
+        kwargs={"to": "ceo@example.com", "subject": "Q3 numbers", "body": "Revenue grew 12%. " * 8},
+        channel={
+            "email": {"to": ["alice@example.com", "bob@example.com"], "subject": "Send the Q3 update to the CEO?"}
+        },
+        policy="all",
+    )
+    mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
+    alice, bob = sorted(mails, key=lambda m: str(m["To"]))
+    if width == "desktop":
+        context = await browser.new_context(viewport={"width": 720, "height": 400})
+        mail_page = await context.new_page()
+        await mail_page.set_content(html_part(alice))
+        await _shot(mail_page, "approval-mail")
+        await context.close()
+
+    context, page, status, text = await _read(browser, link_ending(alice, "/approve"), width)
+    assert status == 200
+    assert "Send the Q3 update to the CEO?" in text and "From test-agent" in text  # the subject and the agent
+    assert "ceo@example.com" in text and "Revenue grew 12%." in text  # the argument values, as prose
+    assert await page.locator("td pre").count() == 0  # long text is prose, not code
+    assert "Waiting for your decision." in text and "All 2 approvers must approve." in text
+    await _shot(page, f"approval-page-{width}")
+    await page.click("button[value=approve]")
+    await page.wait_for_selector("#result")
+    text = await page.locator("main").inner_text()
+    assert "You approved this request; it still needs the other approvers." in text
+    assert "APPROVAL NEEDED" not in text.upper() or "Approval request" in text
+    await context.close()
+
+    context, page, status, text = await _read(browser, link_ending(bob, "/reject"), width)
+    await page.fill("#comment", "Wait for the audit.")
+    await page.click("button[value=reject]")
+    await page.wait_for_selector("#result")
+    text = await page.locator("main").inner_text()
+    assert "You rejected this request. The agent gets your comment." in text
+    assert "Rejected by bob@example.com" in text and "Thank you" not in text
+    assert await page.locator(".banner.rejected").count() == 1 and await page.locator(".banner.approved").count() == 0
+    await _shot(page, f"rejected-page-{width}")
+    await context.close()
+
+    # The same form sent again: refused in words, by reference.
+    context, page, status, text = await _read(browser, link_ending(bob, "/approve"), width)
+    assert "Rejected by bob@example.com" in text and await page.locator("button[value=approve]").count() == 0
+    await context.close()
+    assert (await live.client.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "rejected"
+
+    bad = link_ending(alice, "/approve").replace("/r/", "/r/x")
+    context, page, status, text = await _read(browser, bad, width)
+    assert status == 400 and "This link is not valid" in text
+    await context.close()
+
+
+@pytest.mark.parametrize("width", ["phone", "desktop"])
+async def test_every_question_page_state_reads_clearly(live: Live, browser, width: str) -> None:
+    created = await live.client.post(
+        "/v1/questions",
+        json={
+            "message": "Which venue for the offsite?",
+            "channel": {"email": {"to": ["bob@example.com"]}},
+            "response_options": [
+                {"name": "lisbon", "title": "Lisbon", "description": "Cheaper flights, warmer in May"},
+                {"name": "berlin", "title": "Berlin", "description": "Closer for most of the team"},
+            ],
+        },
+    )
+    question = created.json()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    context, page, _status, text = await _read(browser, link_ending(mail, "/answer"), width)
+    assert "Which venue for the offsite?" in text and "Cheaper flights, warmer in May" in text  # no hover needed
+    color = await page.eval_on_selector("button.send", "b => getComputedStyle(b).backgroundColor")
+    assert color == "rgb(9, 105, 218)"  # a button that looks like one
+    await _shot(page, f"question-page-{width}")
+    await page.click("button[value=lisbon]")
+    await page.wait_for_selector("#result")
+    assert "your answer was sent to the agent" in (await page.locator("#result").inner_text())
+    await context.close()
+    assert (await live.client.get(f"/v1/questions/{question['id']}")).json()["response_option"] == "lisbon"
+
+    cancelled = await live.client.post(
+        "/v1/questions", json={"message": "Still need the slides?", "channel": {"email": {"to": ["bob@example.com"]}}}
+    )
+    await live.client.post(f"/v1/questions/{cancelled.json()['id']}/cancel")
+    second = next(m for m in await live.sink.wait_for(3) if "slides" in str(m["Subject"]))  # type: ignore[union-attr]
+    context, page, _status, text = await _read(browser, link_ending(second, "/answer"), width)
+    assert "The agent withdrew this question" in text and "nothing more is needed" in text
+    assert await page.locator("textarea").count() == 0
     await context.close()

@@ -50,7 +50,7 @@ async def test_approve_by_link_end_to_end(live: Live) -> None:
         posted = await browser.post(form_url(approve), data={"csrf_token": csrf_from(page.text), "decision": "approve"})
         assert posted.status_code == 303
         after = await browser.get(urljoin(approve, posted.headers["location"]))
-        assert "you approved" in after.text
+        assert "You approved this request." in after.text
 
     woken = await asyncio.wait_for(waiter, 5)
     body = woken.json()
@@ -191,6 +191,9 @@ async def test_expired_link(live: Live) -> None:
         await asyncio.sleep((expires_at - datetime.now(UTC)).total_seconds() + 0.2)
         expired = await browser.get(link)
         assert expired.status_code == 410
+        assert "This link has expired" in expired.text and "expired at" in expired.text  # says what expired
+        assert f"#{approval['ref']}" in expired.text and "Run send_email?" in expired.text
+        assert 'name="decision"' not in expired.text
         post = await browser.post(form_url(link), data={"csrf_token": csrf, "decision": "approve"})
         assert post.status_code == 410
     body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()

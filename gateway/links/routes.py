@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlmodel import select
 
 from gateway import forms
 from gateway.api.deps import services
@@ -23,8 +24,16 @@ from gateway.errors import (
     NotPendingError,
 )
 from gateway.links.tokens import TokenError, TokenExpiredError
-from gateway.mail.compose import answer_fields, argument_rows, current_kwargs, edit_fields, links_for, policy_text
-from gateway.models import Recipient
+from gateway.mail.compose import (
+    answer_fields,
+    argument_rows,
+    current_kwargs,
+    edit_fields,
+    links_for,
+    page_title,
+    policy_text,
+)
+from gateway.models import ApiKey, Recipient
 from gateway.models import Request as Req
 from gateway.services import Services
 
@@ -42,11 +51,22 @@ PAGE_HEADERS = {
 
 
 class LinkPageError(Exception):
-    def __init__(self, status: int, title: str, detail: str, view: RequestView | None = None) -> None:
+    """A page that refuses, with its status. ``view``: the request it is about, when the link still names one
+    (an expired link shows what expired, read-only)."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        view: RequestView | None = None,
+        recipient: Recipient | None = None,
+    ) -> None:
         self.status = status
         self.title = title
         self.detail = detail
         self.view = view
+        self.recipient = recipient
         super().__init__(title)
 
 
@@ -55,15 +75,42 @@ def render(svc: Services, name: str, status: int, **ctx: Any) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
-def error_page(svc: Services, exc: LinkPageError) -> HTMLResponse:
+def error_page(svc: Services, exc: LinkPageError, agent: str = "the agent") -> HTMLResponse:
+    if exc.view is not None and exc.recipient is not None:  # an expired link: what it was for, read-only
+        ctx = page_context(svc, exc.view, exc.recipient, None, agent=agent)
+        ctx["can_answer"], ctx["link_expired"] = False, True
+        return render(svc, "pages/request.html", exc.status, done=False, **ctx)
     return render(svc, "pages/message.html", exc.status, title=exc.title, detail=exc.detail)
+
+
+async def agent_name(svc: Services, request: Req) -> str:
+    """The asking agent as people know it: its API key's name."""
+    async with svc.db.read() as session:
+        name = (await session.exec(select(ApiKey.name).where(ApiKey.id == request.api_key_id))).first()
+    return name or "An agent"
+
+
+def human_message(exc: GatewayError, request: Req) -> str:
+    """A refusal in a person's words, naming the request by its reference, never by an internal id."""
+    if isinstance(exc, AlreadyRespondedError):
+        return f"you have already answered this request (#{request.ref}); each person answers once."
+    if isinstance(exc, NotPendingError):
+        return f"this request (#{request.ref}) is already {exc.request_status}."
+    return exc.message
 
 
 async def resolve(svc: Services, token: str) -> tuple[RequestView, Recipient]:
     try:
         claim = svc.signer.verify_link(token)
     except TokenExpiredError as exc:
-        raise LinkPageError(410, "This link has expired", "The request it belongs to is no longer open.") from exc
+        found = await service.view_for_recipient(svc, exc.recipient_id) if exc.recipient_id else None
+        raise LinkPageError(
+            410,
+            "This link has expired",
+            "The request it belongs to is no longer open.",
+            view=found[0] if found else None,
+            recipient=found[1] if found else None,
+        ) from exc
     except TokenError as exc:
         raise LinkPageError(
             400,
@@ -101,6 +148,7 @@ def page_context(
     *,
     typed: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
+    agent: str = "An agent",
 ) -> dict[str, Any]:
     request = view.request
     mine = next((r for r in view.responses if r.recipient_id == recipient.id and r.round == request.round), None)
@@ -111,6 +159,9 @@ def page_context(
     return {
         "request": request,
         "kind": request.kind,
+        "title": page_title(request),
+        "agent": agent,
+        "link_expired": False,
         "recipient": recipient,
         "mine": mine,
         "earlier": earlier,
@@ -138,7 +189,7 @@ async def _show(svc: Services, http: Request, token: str, preselect: str | None,
     try:
         view, recipient = await resolve(svc, token)
     except LinkPageError as exc:
-        return error_page(svc, exc)
+        return error_page(svc, exc, await agent_name(svc, exc.view.request) if exc.view else "the agent")
     if http.method == "GET":
         await service.record_event(
             svc,
@@ -148,7 +199,7 @@ async def _show(svc: Services, http: Request, token: str, preselect: str | None,
             ip=http.client.host if http.client else None,
             user_agent=http.headers.get("user-agent", "")[:300],
         )
-    ctx = page_context(svc, view, recipient, preselect)
+    ctx = page_context(svc, view, recipient, preselect, agent=await agent_name(svc, view.request))
     return render(svc, "pages/request.html", 200, done=done, **ctx)
 
 
@@ -239,10 +290,10 @@ async def submit(
                 svc, recipient.id, decision="answer", via="link", comment=text, option=chosen, meta=meta
             )
     except LinkPageError as exc:
-        return error_page(svc, exc)
+        return error_page(svc, exc, await agent_name(svc, exc.view.request) if exc.view else "the agent")
     except (forms.FieldErrors, FieldsRefusedError) as exc:
         assert view is not None
-        return _refused_fields(svc, view, recipient, form, exc.errors)
+        return await _refused_fields(svc, view, recipient, form, exc.errors)
     except (NotPendingError, AlreadyRespondedError, ArgumentsChangedError) as exc:
         return await _conflict(svc, http, token, exc)
     except NotAnApproverError as exc:
@@ -252,18 +303,19 @@ async def submit(
     return RedirectResponse(f"/r/{token}?done=1", status_code=303, headers={"Cache-Control": "no-store"})
 
 
-def _refused_fields(
+async def _refused_fields(
     svc: Services, view: RequestView, recipient: Recipient, form: dict[str, str], errors: dict[str, str]
 ) -> Response:
     """The page again, with what the person typed and a message beside each field that was wrong."""
     prefix = EDIT_PREFIX if view.request.kind == "approval" else ""
     keyed = {(prefix + k if k else ""): v for k, v in errors.items()}
-    ctx = page_context(svc, view, recipient, form.get("decision"), typed=form, errors=keyed)
+    agent = await agent_name(svc, view.request)
+    ctx = page_context(svc, view, recipient, form.get("decision"), typed=form, errors=keyed, agent=agent)
     ctx["comment_typed"] = form.get("comment", "")
     return render(svc, "pages/request.html", 422, done=False, **ctx)
 
 
 async def _conflict(svc: Services, http: Request, token: str, exc: GatewayError) -> Response:
     view, recipient = await resolve(svc, token)
-    ctx = page_context(svc, view, recipient, None)
-    return render(svc, "pages/request.html", 409, done=False, refused=exc.message, **ctx)
+    ctx = page_context(svc, view, recipient, None, agent=await agent_name(svc, view.request))
+    return render(svc, "pages/request.html", 409, done=False, refused=human_message(exc, view.request), **ctx)

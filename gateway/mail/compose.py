@@ -104,9 +104,25 @@ def answer_fields(request: Request) -> list[forms.FormField]:
 
 def argument_rows(kwargs: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [
-        {"name": name, "value": fold(pretty(value)), "multiline": is_multiline(value)}
+        {
+            "name": name,
+            "value": fold(pretty(value)),
+            "multiline": is_multiline(value),
+            "json": not isinstance(value, str),
+        }
         for name, value in (kwargs or {}).items()
     ]
+
+
+def page_title(request: Request) -> str:
+    """What a person sees as the request's name: the agent's subject, else what it asks."""
+    custom = request.channel["email"].get("subject")
+    if custom:
+        return str(custom)
+    if request.kind == "approval":
+        return f"Run {request.fn}?"
+    first = (request.message or "").strip().splitlines()[0] if (request.message or "").strip() else "A question"
+    return first[:120] + ("…" if len(first) > 120 else "")
 
 
 def policy_text(request: Request, recipients: int) -> str | None:
