@@ -306,12 +306,25 @@ def _listen(host: str, port: int) -> Any:
     return sock
 
 
-def _run_http(app: object, host: str, port: int, reuse_port: bool = False, sock: Any = None) -> int:
+def _run_http(
+    app: object, host: str, port: int, reuse_port: bool = False, sock: Any = None, forwarded: str = ""
+) -> int:
+    """``forwarded``: the proxies whose X-Forwarded-For/-Proto headers are believed (GATEWAY_FORWARDED_ALLOW_IPS);
+    none by default, so nobody can put another address in the audit trail."""
     import uvicorn
 
     from gateway.supervisor import reuse_port_socket
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")  # type: ignore[arg-type]
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=bool(forwarded),
+        forwarded_allow_ips=forwarded or None,
+    )
     server = uvicorn.Server(config)
     if sock is None:
         sock = reuse_port_socket(host, port) if reuse_port else _listen(host, port)
@@ -384,7 +397,7 @@ def _dev(args: argparse.Namespace) -> int:
         _say(lines)
 
     runtime = Runtime(settings, dev_mailbox=DevMailbox(base), on_ready=ready, share_signals=False)
-    return _run_http(create_app(runtime), args.host, args.port, sock=sock)
+    return _run_http(create_app(runtime), args.host, args.port, sock=sock, forwarded=settings.forwarded_allow_ips)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -432,7 +445,14 @@ def _serve(args: argparse.Namespace) -> int:
                 f" database {_safe_url(settings)}"
             ]
         )
-    return _run_http(create_app(runtime), args.host, args.port, reuse_port=args.reuse_port, sock=sock)
+    return _run_http(
+        create_app(runtime),
+        args.host,
+        args.port,
+        reuse_port=args.reuse_port,
+        sock=sock,
+        forwarded=settings.forwarded_allow_ips,
+    )
 
 
 def _worker() -> int:

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     webhook_timeout: float = 10.0
 
+    # Behind a reverse proxy: the proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or
+    # "*"), so the audit trail logs the person's address, not the proxy's. Empty: no forwarded header counts.
+    forwarded_allow_ips: str = ""
+
     @field_validator(
         "default_expires_in",
         "link_max_age",

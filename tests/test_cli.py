@@ -391,3 +391,27 @@ def test_a_schema_from_a_newer_gateway_is_one_line(tmp_path: Path) -> None:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     _one_line_refusal(_cli("migrate", "--db", str(db), cwd=tmp_path), "9999", "newer")
     _one_line_refusal(_cli("keys", "create", "x", "--db", str(db), cwd=tmp_path), "9999")
+
+
+def test_behind_a_proxy_the_audit_logs_the_persons_address_only_when_told_to(tmp_path: Path) -> None:
+    """GATEWAY_FORWARDED_ALLOW_IPS names the proxies whose X-Forwarded-For counts; by default none does."""
+    from tests.processes import dev_process
+
+    def opened_from(env: dict[str, str], folder: Path) -> str:
+        folder.mkdir()
+        with dev_process(folder, **env) as (base, _):
+            headers = {"Authorization": f"Bearer {DEV_KEY}"}
+            body = {"fn": "f", "channel": {"email": {"to": ["a@example.com"]}}}
+            approval = httpx.post(f"{base}/v1/approvals", json=body, headers=headers).json()
+            for _ in range(100):
+                mails = httpx.get(f"{base}/dev/messages").json()
+                if mails:
+                    break
+                time.sleep(0.05)
+            link = next(u for u in mails[0]["links"] if u.endswith("/approve"))
+            httpx.get(link, headers={"X-Forwarded-For": "203.0.113.7"})
+            events = httpx.get(f"{base}/v1/approvals/{approval['id']}/events", headers=headers).json()
+            return str(next(e for e in events if e["type"] == "link_opened")["data"]["ip"])
+
+    assert opened_from({}, tmp_path / "a") == "127.0.0.1"  # a forged header is not believed
+    assert opened_from({"GATEWAY_FORWARDED_ALLOW_IPS": "127.0.0.1"}, tmp_path / "b") == "203.0.113.7"
