@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -416,3 +417,63 @@ async def test_a_typed_question_is_a_form_checked_per_field(live: Live) -> None:
     assert body["status"] == "answered"
     assert body["response_data"] == {"start": "2027-01-04", "budget": 1500, "tier": "pro"}
     assert body["response"] == "Start date: 2027-01-04\nbudget: 1500\ntier: pro"
+
+
+# --- the approver's inbox ------------------------------------------------------------------------------------
+
+
+def _inbox_link(mail: Any) -> str:
+    return next(u for u in links_in(mail) if "/r/inbox/" in u)
+
+
+async def test_the_inbox_shows_only_what_waits_for_that_approver(live: Live) -> None:
+    first = await live.approval(channel={"email": {"to": ["alice@example.com"], "subject": "Send the Q3 numbers?"}})
+    await live.approval(fn="pay_invoice", channel={"email": {"to": ["bob@example.com"], "subject": "Pay ACME?"}})
+    question = await live.client.post(
+        "/v1/questions", json={"message": "Which venue?", "channel": {"email": {"to": ["ALICE@example.com"]}}}
+    )
+    done = await live.approval(fn="archive", channel={"email": {"to": ["alice@example.com"], "subject": "Archive it?"}})
+    copied = await live.approval(
+        fn="notify", channel={"email": {"to": ["carol@example.com"], "cc": ["alice@example.com"], "subject": "FYI"}}
+    )
+    mails = await live.sink.wait_for(6)  # type: ignore[union-attr]
+    to_alice = [m for m in mails if str(m["To"]).lower() == "alice@example.com"]
+    archive_mail = next(m for m in to_alice if "Archive it?" in str(m["Subject"]))
+    assert (await open_and_submit(link_ending(archive_mail, "/approve"), decision="approve")).status_code == 303
+    cc_mail = next(m for m in to_alice if "FYI" in str(m["Subject"]))
+    assert not any("/r/inbox/" in u for u in links_in(cc_mail))  # copied: nothing waits for them
+
+    inbox = _inbox_link(next(m for m in to_alice if "Q3" in str(m["Subject"])))
+    assert "Everything waiting for you: " in text_part(to_alice[0])
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(inbox)
+        assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+        text = page.text
+        assert "2 waiting for you" in text
+        assert text.index("Which venue?") < text.index("Send the Q3 numbers?")  # newest first
+        assert "Pay ACME?" not in text and "Archive it?" not in text and "FYI" not in text
+        assert first["id"] not in text and question.json()["id"] not in text and done["id"] not in text
+        assert copied["id"] not in text
+
+        # Each entry opens the request's own page: looking decides nothing, its form does.
+        approve = re.search(r'href="([^"]+/approve)"', text).group(1)  # type: ignore[union-attr]
+        shown = await browser.get(approve)
+        assert "Send the Q3 numbers?" in shown.text
+        assert (await live.client.get(f"/v1/approvals/{first['id']}")).json()["status"] == "pending"
+        posted = await browser.post(
+            form_url(approve), data={"csrf_token": csrf_from(shown.text), "decision": "approve"}
+        )
+        assert posted.status_code == 303
+        assert (await live.client.get(f"/v1/approvals/{first['id']}")).json()["decided_by"] == "alice@example.com"
+        assert "1 waiting for you" in (await browser.get(inbox)).text
+
+        tampered = await browser.get(inbox[:-3] + ("aaa" if not inbox.endswith("aaa") else "bbb"))
+        assert tampered.status_code == 400 and "Which venue?" not in tampered.text
+
+
+async def test_an_expired_inbox_link_is_refused(live: Live) -> None:
+    signer = live.services.signer
+    old = signer.sign_inbox("alice@example.com", now=0)
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(f"{live.base_url}/r/inbox/{old}")
+    assert page.status_code == 410 and "This link has expired" in page.text

@@ -95,7 +95,12 @@ def test_reply_tag_survives_case_folding_and_fits_a_local_part() -> None:
 @given(st.text(max_size=300))
 def test_the_verifiers_raise_only_token_errors_on_any_text(text: str) -> None:
     signer = Signer([KEY_A, KEY_B], 3600)
-    for verify in (signer.verify_link, signer.verify_reply, lambda t: signer.verify_csrf(t, "rcp_x")):
+    for verify in (
+        signer.verify_link,
+        signer.verify_reply,
+        signer.verify_inbox,
+        lambda t: signer.verify_csrf(t, "rcp_x"),
+    ):
         with contextlib.suppress(TokenError):
             verify(text)
 
@@ -131,3 +136,15 @@ def test_a_signed_link_with_an_odd_payload_is_refused() -> None:
     for payload in (["rcp_x", "soon"], ["rcp_x", None], ["rcp_x", True], {"a": 1}, ["rcp_x"], "rcp_x"):
         with pytest.raises(TokenError):
             signer.verify_link(forge.dumps(payload))
+
+
+def test_an_inbox_link_names_its_address_expires_and_is_no_other_token() -> None:
+    signer = Signer([KEY_A], 3600)
+    token = signer.sign_inbox("alice@example.com", now=1_000)
+    assert signer.verify_inbox(token, now=1_000 + 3599) == "alice@example.com"
+    with pytest.raises(TokenExpiredError):
+        signer.verify_inbox(token, now=1_000 + 3601)
+    with pytest.raises(TokenError):
+        signer.verify_link(token)
+    with pytest.raises(TokenError):
+        signer.verify_inbox(signer.sign_link("rcp_abc", None))

@@ -50,6 +50,7 @@ from gateway.errors import (
 from gateway.keys import Principal
 from gateway.mail.compose import current_kwargs, queue_request_mail
 from gateway.models import (
+    ApiKey,
     Event,
     OutboxMessage,
     Recipient,
@@ -305,6 +306,48 @@ async def view_for_recipient(svc: Services, recipient_id: str) -> tuple[RequestV
         return None
     view = await _current_view(svc, recipient.request_id, lambda _: True)
     return (view, recipient) if view is not None else None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One request waiting for an approver's answer (their inbox page)."""
+
+    request: Request
+    recipient: Recipient
+    agent: str
+
+
+async def waiting_for(svc: Services, address: str, limit: int = 100) -> list[Waiting]:
+    """Every request still waiting for ``address``'s answer, newest first: pending, not past its expiry, and not
+    answered by them in its current round. Only requests they are an approver of: nothing of anyone else's."""
+    answered = (
+        select(Response.id)
+        .where(
+            col(Response.request_id) == col(Request.id),
+            col(Response.recipient_id) == col(Recipient.id),
+            col(Response.round) == col(Request.round),
+        )
+        .exists()
+    )
+    now = utcnow()
+    query = (
+        select(Request, Recipient, ApiKey.name)
+        .join(Recipient, col(Recipient.request_id) == col(Request.id))
+        .join(ApiKey, col(ApiKey.id) == col(Request.api_key_id))
+        .where(
+            func.lower(Recipient.address) == address.lower(),
+            col(Recipient.role) == "to",
+            col(Request.status) == "pending",
+            col(Request.kind).in_(("approval", "question")),
+            (col(Request.expires_at).is_(None)) | (col(Request.expires_at) > now),
+            ~answered,
+        )
+        .order_by(col(Request.id).desc())
+        .limit(limit)
+    )
+    async with svc.db.read() as session:
+        rows = (await session.exec(query)).all()
+    return [Waiting(request, recipient, name) for request, recipient, name in rows]
 
 
 @dataclass

@@ -203,6 +203,33 @@ async def _show(svc: Services, http: Request, token: str, preselect: str | None,
     return render(svc, "pages/request.html", 200, done=done, **ctx)
 
 
+@router.api_route("/r/inbox/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+async def inbox(token: str, svc: Services = Depends(services)) -> Response:
+    """An approver's inbox: every request still waiting for them, each opening its own page (which decides only
+    by its form, like every link). Registered before ``/r/{token}/{action}``, which would take it otherwise."""
+    try:
+        address = svc.signer.verify_inbox(token)
+    except TokenExpiredError:
+        detail = "Open the newest request mail for a fresh link to everything waiting for you."
+        return error_page(svc, LinkPageError(410, "This link has expired", detail))
+    except TokenError:
+        detail = "It may have been cut short or altered. Open it from the email again."
+        return error_page(svc, LinkPageError(400, "This link is not valid", detail))
+    items = [
+        {
+            "kind": w.request.kind,
+            "ref": w.request.ref,
+            "title": page_title(w.request),
+            "agent": w.agent,
+            "created": w.request.created_at,
+            "expires": w.request.expires_at,
+            "page": links_for(svc, w.recipient, w.request).page,
+        }
+        for w in await service.waiting_for(svc, address)
+    ]
+    return render(svc, "pages/inbox.html", 200, address=address, items=items)
+
+
 @router.api_route("/r/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def show(token: str, http: Request, done: int = 0, svc: Services = Depends(services)) -> Response:
     return await _show(svc, http, token, None, bool(done))

@@ -2,6 +2,7 @@
 
 - link: in ``/r/<token>``; names one recipient of one request and carries its own expiry.
 - csrf: the confirmation form's hidden field; bound to the recipient, valid for a day.
+- inbox: in ``/r/inbox/<token>``; names one address (an approver's inbox page) and expires with link_max_age.
 - reply: the plus-address tag in Reply-To. Mail systems may lowercase local parts, so it is lowercase
   base32 only, and short enough for a 64-character local part.
 """
@@ -18,6 +19,7 @@ from itsdangerous import SignatureExpired, URLSafeTimedSerializer
 
 LINK_SALT = "gateway.link.v1"
 CSRF_SALT = "gateway.csrf.v1"
+INBOX_SALT = "gateway.inbox.v1"
 REPLY_SALT = b"gateway.reply.v1"
 CSRF_MAX_AGE = 24 * 3600
 
@@ -50,6 +52,7 @@ class Signer:
         self._keys = secret_keys
         self._link = URLSafeTimedSerializer(secret_keys, salt=LINK_SALT)
         self._csrf = URLSafeTimedSerializer(secret_keys, salt=CSRF_SALT)
+        self._inbox = URLSafeTimedSerializer(secret_keys, salt=INBOX_SALT)
         self.link_max_age = link_max_age
         # What /healthz shows so that `gateway doctor` can tell this deployment from anything else at the public
         # URL (a proxy's error page, another gateway); derived from the signing key, revealing nothing of it.
@@ -79,6 +82,29 @@ class Signer:
         if (now or time.time()) > exp:
             raise TokenExpiredError("link", recipient_id)
         return LinkClaim(recipient_id=recipient_id, expires_at=exp)
+
+    # an approver's inbox -----------------------------------------------------------------------
+
+    def sign_inbox(self, address: str, now: float | None = None) -> str:
+        return self._inbox.dumps([address, int((time.time() if now is None else now) + self.link_max_age)])
+
+    def verify_inbox(self, token: str, now: float | None = None) -> str:
+        """The address an inbox link was signed for; TokenError (never anything else) for any other input."""
+        try:
+            payload = self._inbox.loads(token)
+        except Exception as exc:
+            raise TokenError("inbox", "is not valid (it may have been cut or altered)") from exc
+        if not (
+            isinstance(payload, list)
+            and len(payload) == 2
+            and isinstance(payload[0], str)
+            and isinstance(payload[1], int)
+            and not isinstance(payload[1], bool)
+        ):
+            raise TokenError("inbox", "has an unexpected payload")
+        if (time.time() if now is None else now) > payload[1]:
+            raise TokenExpiredError("inbox", None)
+        return payload[0]
 
     # csrf --------------------------------------------------------------------------------------
 

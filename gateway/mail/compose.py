@@ -44,6 +44,11 @@ def link_base(svc: Services, recipient: Recipient, request: Request) -> str:
     return f"{svc.settings.public_base}/r/{token}"
 
 
+def inbox_link(svc: Services, address: str) -> str:
+    """The approver's inbox page: every request still waiting for them, signed for their address alone."""
+    return f"{svc.settings.public_base}/r/inbox/{svc.signer.sign_inbox(address)}"
+
+
 def links_for(svc: Services, recipient: Recipient, request: Request) -> Links:
     base = link_base(svc, recipient, request)
     if request.kind == "approval":
@@ -153,6 +158,9 @@ def template_context(
         if recipient.role == "to" and request.kind != "notification"
         else None,
         "replies_reach_agent": request.agent_id is not None,
+        "inbox": inbox_link(svc, recipient.address)
+        if recipient.role == "to" and request.kind != "notification"
+        else None,
         "policy_text": policy_text(request, recipients),
         "answer_fields": answer_fields(request),
         "subject": subject_for(request),
