@@ -198,9 +198,51 @@ def test_dev_inbound_and_reply_form(dev_gateway: tuple[str, subprocess.Popen[str
             break
         time.sleep(0.05)
     form = httpx.post(f"{base}/dev/messages/{mails[0]['id']}/reply", data={"text": "lgtm"}, follow_redirects=True)
-    assert form.status_code == 200 and "Reply sent: decided" in form.text
+    assert form.status_code == 200 and ": decided" in form.text and '<p class="prose">lgtm</p>' in form.text
     body = httpx.get(f"{base}/v1/approvals/{second['id']}", headers=auth).json()
     assert body["status"] == "approved" and body["decided_via"] == "reply"
+
+    # The reply written on the page is kept, downloadable, and reads back the same with gateway parse-reply.
+    eml = re.search(r'href="(/dev/replies/rpl_[a-z2-7]+\.eml)"', form.text).group(1)  # type: ignore[union-attr]
+    saved = httpx.get(f"{base}{eml}")
+    assert saved.status_code == 200 and b"In-Reply-To:" in saved.content
+    path = Path(__file__).parent / ".." / "_dev_reply.eml"
+    try:
+        path.write_bytes(saved.content)
+        parsed = subprocess.run(
+            [sys.executable, "-m", "gateway", "parse-reply", str(path)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        path.unlink(missing_ok=True)
+    assert parsed.returncode == 0 and "lgtm" in parsed.stdout and "approve" in parsed.stdout
+
+    # The mail as the recipient sees it (HTML, sandboxed), the text on a toggle, no empty headers.
+    page = httpx.get(f"{base}/dev/mailbox").text
+    assert '<iframe class="mail"' in page and 'sandbox="allow-popups' in page and "srcdoc=" in page
+    assert '<summary class="muted">Text part</summary>' in page and "Reply-To ·" not in page
+    httpx.post(
+        f"{base}/v1/questions",
+        headers=auth,
+        json={"message": "Which day?", "channel": {"email": {"to": ["q@example.com"]}}},
+    )
+    for _ in range(100):
+        if 'placeholder="your answer' in (page := httpx.get(f"{base}/dev/mailbox").text):
+            break
+        time.sleep(0.05)
+    assert 'placeholder="your answer, in your own words"' in page  # a question's reply box suggests an answer
+
+    # Hundreds of mails stay usable: a page at a time.
+    for n in range(20):
+        body = {"fn": f"step_{n}", "channel": {"email": {"to": ["many@example.com"]}}}
+        httpx.post(f"{base}/v1/approvals", headers=auth, json=body)
+    for _ in range(200):
+        if len(httpx.get(f"{base}/dev/messages").json()) >= 24:
+            break
+        time.sleep(0.05)
+    first_page = httpx.get(f"{base}/dev/mailbox").text
+    assert "Page 1 of 2" in first_page and first_page.count('class="card message"') == 20
+    assert 'href="/dev/mailbox?page=2">Older' in first_page
+    assert 'href="/dev/mailbox?page=1">Newer' in httpx.get(f"{base}/dev/mailbox?page=2").text
 
 
 def test_parse_reply_command(tmp_path: Path) -> None:

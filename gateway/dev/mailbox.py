@@ -31,6 +31,35 @@ class CapturedMessage:
     text: str = ""
     mail_from: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    html: str = ""  # the HTML part, as the recipient's mail client shows it
+    kind: str = ""  # approval | question | notification | "" (a notice), from X-Gateway-Request
+
+
+@dataclass
+class DevReply:
+    """A reply written on the mailbox page: kept with its outcome, and downloadable for `gateway parse-reply`."""
+
+    id: str
+    message_id: str  # the captured message it answers
+    raw: bytes
+    text: str
+    outcome: str
+    reason: str | None
+    at: datetime
+
+
+def html_body(msg: EmailMessage) -> str:
+    part = msg.get_body(preferencelist=("html",))
+    if part is None:
+        return ""
+    try:
+        return str(part.get_content())
+    except (LookupError, ValueError):
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+
+_KINDS = {"apr": "approval", "qst": "question", "ntf": "notification"}
 
 
 def text_body(msg: EmailMessage) -> str:
@@ -62,7 +91,11 @@ def parse_capture(raw: bytes, rcpt_tos: list[str], public_base: str) -> Captured
         raw=raw,
         text=text,
         mail_from=str(msg.get("From", "")),
-        headers={k: str(v) for k, v in msg.items() if k in ("Reply-To", "Date", "Cc", "In-Reply-To")},
+        headers={
+            k: str(v) for k, v in msg.items() if k in ("Reply-To", "Date", "Cc", "In-Reply-To") and str(v).strip()
+        },
+        html=html_body(msg),
+        kind=_KINDS.get(str(msg.get("X-Gateway-Request", "")).split("_", 1)[0], ""),
     )
 
 
@@ -72,7 +105,7 @@ class DevMailbox:
     def __init__(self, public_base: str, limit: int = 2000) -> None:
         self.public_base = public_base
         self.messages: deque[CapturedMessage] = deque(maxlen=limit)
-        self.notes: dict[str, str] = {}  # message id -> what happened to the reply sent from the page
+        self.replies: deque[DevReply] = deque(maxlen=limit)  # newest first
         self.arrived = asyncio.Condition()
         self._server: asyncio.Server | None = None
         self.port: int | None = None
@@ -86,6 +119,12 @@ class DevMailbox:
 
     def get(self, message_id: str) -> CapturedMessage | None:
         return next((m for m in self.messages if m.id == message_id), None)
+
+    def reply(self, reply_id: str) -> DevReply | None:
+        return next((r for r in self.replies if r.id == reply_id), None)
+
+    def replies_to(self, message_id: str) -> list[DevReply]:
+        return [r for r in self.replies if r.message_id == message_id]
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()

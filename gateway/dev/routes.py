@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway.dev.mailbox import DevMailbox
+from gateway.dev.mailbox import DevMailbox, DevReply
 from gateway.errors import GatewayError
 from gateway.inbound import pipeline
 from gateway.mail import mime
-from gateway.models import utcnow
+from gateway.models import new_id, utcnow
 
 router = APIRouter(prefix="/dev", tags=["dev"])
 
@@ -49,12 +49,35 @@ async def raw_message(message_id: str, request: Request) -> Response:
     return Response(found.raw, media_type="message/rfc822")
 
 
+PAGE_SIZE = 20
+
+
 @router.get("/mailbox", response_class=HTMLResponse, include_in_schema=False)
-async def mailbox_page(request: Request) -> HTMLResponse:
+async def mailbox_page(request: Request, page: int = 1) -> HTMLResponse:
+    """The captured mail, newest first, a page at a time (usable after hundreds of mails)."""
     svc = request.app.state.services
     box = _mailbox(request)
-    html = svc.templates.get_template("dev/mailbox.html").render(messages=list(box.messages), notes=box.notes)
+    everything = list(box.messages)
+    pages = max(1, -(-len(everything) // PAGE_SIZE))
+    page = min(max(1, page), pages)
+    shown = everything[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    html = svc.templates.get_template("dev/mailbox.html").render(
+        messages=shown,
+        total=len(everything),
+        page=page,
+        pages=pages,
+        replies={m.id: box.replies_to(m.id) for m in shown},
+    )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/replies/{reply_id}.eml", summary="A reply written on the mailbox page, raw (for gateway parse-reply)")
+async def raw_reply(reply_id: str, request: Request) -> Response:
+    found = _mailbox(request).reply(reply_id)
+    if found is None:
+        raise NoSuchMessageError(f"no reply {reply_id!r}")
+    headers = {"Content-Disposition": f'attachment; filename="{reply_id}.eml"'}
+    return Response(found.raw, media_type="message/rfc822", headers=headers)
 
 
 @router.post("/inbound", summary="Feed a raw RFC 822 message to the inbound pipeline (as the IMAP poller would)")
@@ -91,9 +114,20 @@ async def reply_form(message_id: str, request: Request, text: Annotated[str, For
     ]
     raw = mime.alternative(headers, body, f"<p>{_escape(text)}</p><blockquote>{_escape(original.text)}</blockquote>")
     outcome = await pipeline.process(request.app.state.services, raw.encode(), source="dev")
-    reason = f" ({outcome.reason})" if outcome.reason else ""
-    _mailbox(request).notes[message_id] = f"Reply sent: {outcome.outcome}{reason}"
-    return RedirectResponse(f"/dev/mailbox#{message_id}", status_code=303)
+    box = _mailbox(request)
+    box.replies.appendleft(
+        DevReply(
+            id=new_id("rpl"),
+            message_id=message_id,
+            raw=raw.encode(),
+            text=text,
+            outcome=outcome.outcome,
+            reason=outcome.reason,
+            at=utcnow(),
+        )
+    )
+    page = next((i // PAGE_SIZE + 1 for i, m in enumerate(box.messages) if m.id == message_id), 1)
+    return RedirectResponse(f"/dev/mailbox?page={page}#{message_id}", status_code=303)
 
 
 def _escape(text: str) -> str:
