@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     reminder_after: int | None = None
     reminder_every: int | None = None
     reminder_max: int = 3
+    # Reminders due within this many seconds of each other, to an approver with several requests waiting, go out
+    # as one mail listing them all (each with its own links). 0 turns digests off.
+    reminder_digest_window: int = 300
     escalate_after: int | None = None
     escalate_to: str = ""
     scheduler_max_sleep: float = 60.0  # a cap, so requests created by another process are never missed for long

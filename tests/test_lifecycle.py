@@ -11,7 +11,7 @@ from gateway.approvals.schemas import Escalation, Reminders
 from gateway.approvals.tasks import Scheduler
 from gateway.models import Request, build, utcnow
 from gateway.settings import Settings
-from tests.conftest import Live, text_part
+from tests.conftest import Live, links_in, text_part
 from tests.test_approvals_service import by_link, by_reply, request_mail_to, view
 from tests.test_inbound_pipeline import mails_to
 
@@ -151,3 +151,65 @@ async def test_expiry_by_the_scheduler_tells_everyone_and_ends_links(live: Live)
         assert "expired before it was decided" in text_part(notice)
     assert "expired" in await _events(live, approval)
     assert await by_link(mail, "approve") == "closed"
+
+
+# --- digest reminders ----------------------------------------------------------------------------------------
+
+
+async def test_three_due_reminders_to_one_approver_are_one_mail(live: Live) -> None:
+    made = [
+        await live.approval(
+            fn=f"step_{n}",
+            channel={"email": {"to": ["alice@example.com"], "subject": f"Step {n}?"}},
+            reminders={"first_after": 3600 + 60 * n},  # due within five minutes of each other
+        )
+        for n in range(3)
+    ]
+    other = await live.approval(
+        fn="solo", channel={"email": {"to": ["bob@example.com"]}}, reminders={"first_after": 3600}
+    )
+    await live.sink.wait_for(4)  # type: ignore[union-attr]
+    created = T0.fromisoformat(made[0]["created_at"])
+    scheduler = Scheduler(live.services)
+    handled, _ = await scheduler.tick(created + timedelta(seconds=3601))
+    assert handled == 4  # three in Alice's digest (two early), Bob's alone
+
+    digest = next(
+        m for m in await mails_to(live, "alice@example.com", 4) if "Reminder: 3 requests" in str(m["Subject"])
+    )
+    text = text_part(digest)
+    for approval in made:
+        assert f"[#{approval['ref']}]" in text
+    links = [u for u in links_in(digest) if u.endswith("/approve")]
+    assert len(links) == 3 and len(set(links)) == 3  # each with its own links
+    assert text.index("Step 2?") < text.index("Step 0?")  # newest first
+    to_alice = await mails_to(live, "alice@example.com", 4)
+    assert len(to_alice) == 4  # three requests, one digest: no single reminders
+    solo = (await mails_to(live, "bob@example.com", 2))[-1]
+    assert solo["Subject"].startswith("Re: ") and "Reminder: this is still waiting" in text_part(solo)
+
+    # Each request's own trail says it was reminded in a digest; the next tick sends nothing again.
+    events = (await live.client.get(f"/v1/approvals/{made[2]['id']}/events")).json()
+    assert [e["data"]["digest"] for e in events if e["type"] == "reminder"] == [["alice@example.com"]]
+    handled, _ = await scheduler.tick(created + timedelta(seconds=3700))
+    assert handled == 0
+    assert (await live.client.get(f"/v1/approvals/{other['id']}")).json()["status"] == "pending"
+
+    # A link from the digest decides like the request's own.
+    assert await by_link(digest, "approve") == 303
+
+
+async def test_digests_can_be_turned_off(live: Live) -> None:
+    live.services.settings.reminder_digest_window = 0
+    made = [
+        await live.approval(fn=f"f{n}", channel={"email": {"to": ["carol@example.com"]}}, reminders={"first_after": 60})
+        for n in range(2)
+    ]
+    await live.sink.wait_for(2)  # type: ignore[union-attr]
+    created = T0.fromisoformat(made[-1]["created_at"])
+    handled, _ = await Scheduler(live.services).tick(created + timedelta(seconds=61))
+    assert handled == 2
+    mails = await mails_to(live, "carol@example.com", 4)
+    assert sum(str(m["Subject"]).startswith("Re: ") for m in mails) == 2 and not any(
+        "requests are waiting" in str(m["Subject"]) for m in mails
+    )

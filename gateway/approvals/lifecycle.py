@@ -17,7 +17,7 @@ from gateway.approvals import effects
 from gateway.approvals.schemas import Escalation, Reminders
 from gateway.approvals.views import RECIPIENTS, RESPONSES
 from gateway.audit import event
-from gateway.mail.compose import compose_request_mail
+from gateway.mail.compose import compose_digest, compose_request_mail
 from gateway.models import ApiKey, Recipient, Request, build, new_id
 from gateway.settings import Settings
 
@@ -170,9 +170,7 @@ async def to_waiting(
     """The request again, in each thread, with ``note`` on top, to every approver who has not answered (in this
     round: an edit starts the approval over): the mails, and who they go to."""
     recipients = list((await session.exec(RECIPIENTS, params={"rid": request.id})).all())
-    responses = (await session.exec(RESPONSES, params={"rid": request.id})).all()
-    answered = {r.recipient_id for r in responses if r.round == request.round}
-    waiting = [r for r in recipients if r.role == "to" and r.id not in answered]
+    waiting = await waiting_approvers(session, request)
     if not waiting:
         return [], []
     mail_threads = await effects.threads(session, request.id)
@@ -215,3 +213,77 @@ async def after_edit(svc: Any, session: Any, request: Request, editor: Recipient
 
 def _age(request: Request, now: datetime) -> int:
     return max(1, int((now - request.created_at).total_seconds()))
+
+
+def reminder_only_due(request: Request, now: datetime, horizon: datetime) -> datetime | None:
+    """When ``request``'s next reminder is due, if that is by ``horizon`` and nothing else (an expiry, an
+    escalation) is due first: such a reminder may go out with others in one digest. None otherwise."""
+    remind_at = reminder_at(request, request.reminders_sent)
+    if request.status != "pending" or remind_at is None or remind_at > horizon:
+        return None
+    if request.expires_at is not None and request.expires_at <= max(now, remind_at):
+        return None
+    escalate_at = escalation_at(request)
+    if escalate_at is not None and escalate_at <= max(now, remind_at):
+        return None
+    return remind_at
+
+
+async def waiting_approvers(session: Any, request: Request) -> list[Recipient]:
+    """The approvers who have not answered ``request`` in its current round."""
+    recipients = list((await session.exec(RECIPIENTS, params={"rid": request.id})).all())
+    responses = (await session.exec(RESPONSES, params={"rid": request.id})).all()
+    answered = {r.recipient_id for r in responses if r.round == request.round}
+    return [r for r in recipients if r.role == "to" and r.id not in answered]
+
+
+async def remind_together(
+    svc: Any, session: Any, requests: list[Request], digested: set[str], now: datetime
+) -> list[Any]:
+    """The reminders of ``requests`` (locked by the caller) at once: one digest mail for each address in
+    ``digested`` listing every request waiting for it, and the usual reminder in its thread to anyone else."""
+    mails: list[Any] = []
+    rows: list[Any] = []
+    buckets: dict[str, list[tuple[Request, Recipient, str]]] = {}
+    for request in requests:
+        waiting = await waiting_approvers(session, request)
+        agent = await _agent_name(session, request)
+        sent_before = request.reminders_sent
+        request.reminders_sent = max(reminders_passed(request, now), sent_before + 1)  # a digest may send it early
+        request.next_due_at = next_due(request)
+        session.add(request)
+        singles = [r for r in waiting if addresses.normalise(r.address) not in digested]
+        if singles:
+            threads = await effects.threads(session, request.id)
+            approvers = sum(
+                1 for r in (await session.exec(RECIPIENTS, params={"rid": request.id})).all() if r.role == "to"
+            )
+            note = f"Reminder: this is still waiting for your answer (sent {_duration(_age(request, now))} ago)."
+            own = [
+                compose_request_mail(
+                    svc, request, r, approvers, agent, note=note, thread=threads.get(r.id), kind="reminder"
+                )
+                for r in singles
+            ]
+            mails += own
+            rows += audit.mails_queued(request.id, own)
+        for r in waiting:
+            if addresses.normalise(r.address) in digested:
+                buckets.setdefault(addresses.normalise(r.address), []).append((request, r, agent))
+        if waiting:
+            rows.append(
+                event(
+                    request.id,
+                    "reminder",
+                    None,
+                    number=sent_before + 1,
+                    to=[r.address for r in waiting],
+                    digest=[r.address for r in waiting if addresses.normalise(r.address) in digested],
+                )
+            )
+    for items in buckets.values():
+        digest = compose_digest(svc, items)
+        mails.append(digest)
+        for request, _, _ in items:
+            rows.append(event(request.id, "digest_queued", None, to=digest.rcpt_to[0], message_id=digest.message_id))
+    return [*mails, *rows]

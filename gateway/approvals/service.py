@@ -266,6 +266,49 @@ async def process_due(svc: Services, request_id: str, now: datetime) -> str | No
     return "+".join(done) or None
 
 
+DIGEST_BATCH = 200
+
+
+async def remind_in_digests(svc: Services, now: datetime) -> int:
+    """Reminders to approvers with several requests waiting: those due now, and those due within the digest
+    window, go out as one mail per approver listing them all (the reminders of the requests involved go to
+    everyone else as usual, in the same transaction). Returns the requests whose reminders went; reminders this
+    leaves alone are sent one by one by :func:`process_due`."""
+    window = svc.settings.reminder_digest_window
+    if window <= 0:
+        return 0
+    horizon = now + timedelta(seconds=window)
+    query = (
+        select(Request)
+        .where(Request.status == "pending", col(Request.next_due_at) <= horizon)
+        .order_by(col(Request.next_due_at))
+        .limit(DIGEST_BATCH)
+    )
+    async with svc.db.read() as session:
+        rows = list((await session.exec(query)).all())
+        due = {r.id: at for r in rows if (at := lifecycle.reminder_only_due(r, now, horizon)) is not None}
+        if len(due) < 2:
+            return 0
+        by_address: dict[str, set[str]] = {}
+        for request in (r for r in rows if r.id in due):
+            for recipient in await lifecycle.waiting_approvers(session, request):
+                by_address.setdefault(addresses.normalise(recipient.address), set()).add(request.id)
+    # An approver gets a digest when several of their reminders fall in the window and one of them is due now.
+    digested = {a for a, ids in by_address.items() if len(ids) > 1 and any(due[i] <= now for i in ids)}
+    involved = sorted({i for a in digested for i in by_address[a]})
+    if not involved:
+        return 0
+    async with svc.db.write() as session:
+        locked = []
+        for request_id in involved:
+            held = await _lock_request(svc, session, request_id, skip_locked=True)
+            if held is not None and lifecycle.reminder_only_due(held, now, horizon) is not None:
+                locked.append(held)
+        session.add_all(await lifecycle.remind_together(svc, session, locked, digested, now))
+    svc.wake_outbox(webhooks=False)
+    return len(locked)
+
+
 async def _lock_request(
     svc: Services, session: AsyncSession, request_id: str, skip_locked: bool = False
 ) -> Request | None:

@@ -49,6 +49,10 @@ class Scheduler:
         """Handle everything due at ``now``; returns (requests handled, when the next one is due)."""
         now = now or self.clock()
         handled = 0
+        try:  # reminders that go together first: what they leave is handled one request at a time below
+            handled += await service.remind_in_digests(self.svc, now)
+        except Exception:
+            log.exception("scheduler: digest reminders failed; sending them one by one")
         while True:
             ids = await self.due(now)
             for request_id in ids:

@@ -250,6 +250,49 @@ def request_message(
     return mime.alternative(headers, text, html)
 
 
+def compose_digest(svc: Services, items: Sequence[tuple[Request, Recipient, str]]) -> OutboxMessage:
+    """One mail to one approver listing several requests that wait for them, each with that person's own links
+    (items: request, the approver's recipient row on it, the asking agent's name), newest first."""
+    settings = svc.settings
+    sender = settings.from_address or "gateway@localhost"
+    to = items[0][1].address
+    entries = [
+        {
+            "request": request,
+            "title": page_title(request),
+            "agent": agent,
+            "arguments": argument_rows(current_kwargs(request)) if request.kind == "approval" else [],
+            "links": links_for(svc, recipient, request),
+        }
+        for request, recipient, agent in sorted(items, key=lambda item: item[0].id, reverse=True)
+    ]
+    ctx = {"entries": entries, "inbox": inbox_link(svc, to), "count": len(entries)}
+    subject = f"Reminder: {len(entries)} requests are waiting for your answer"
+    message_id = new_message_id(random_token(8), sender)
+    headers = [
+        ("Subject", subject),
+        ("From", formataddr((FROM_NAME, sender))),
+        ("To", to),
+        ("Date", format_datetime(utcnow())),
+        ("Message-ID", message_id),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "All"),
+    ]
+    text = svc.templates.get_template("email/digest.txt").render(ctx)
+    html = svc.templates.get_template("email/digest.html").render({**ctx, "subject": subject})
+    return build(
+        OutboxMessage,
+        id=new_id("msg"),
+        request_id=None,
+        recipient_id=None,
+        kind="digest",
+        mail_from=sender,
+        rcpt_to=[to],
+        message_id=message_id,
+        raw=mime.alternative(headers, text, html),
+    )
+
+
 class ComposeError(Exception):
     """A queued mail could not be written (its request or recipient is gone, or a template failed on it):
     trying again will not help, so the mail fails and the request shows it."""
