@@ -191,7 +191,8 @@ WIDTHS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "he
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
-async def _read(browser, url: str, width: str, *, js: bool = True):  # type: ignore[no-untyped-def]
+async def _read(browser, url: str, width: str, *, js: bool = False):  # type: ignore[no-untyped-def]
+    """The page as a person reads it, with JavaScript off (every page and form works without it)."""
     context = await browser.new_context(viewport=WIDTHS[width], java_script_enabled=js)
     page = await context.new_page()
     response = await page.goto(url)

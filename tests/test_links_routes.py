@@ -213,6 +213,9 @@ async def test_replayed_post_decides_once(live: Live) -> None:
     assert first.status_code == 303
     assert again.status_code == 409
     assert "not recorded" in again.text
+    # In a person's words and by reference: never an internal id.
+    assert f"you have already answered this request (#{approval['ref']})" in again.text
+    assert approval["id"] not in again.text
     body = (await live.client.get(f"/v1/approvals/{approval['id']}")).json()
     assert body["status"] == "approved"
     assert len(body["responses"]) == 1
