@@ -90,13 +90,16 @@ async def test_page_works_without_javascript(live: Live, browser) -> None:
     await context.close()
 
 
-async def test_an_edit_on_a_phone_reaches_the_functions_arguments(live: Live, browser) -> None:
+async def test_an_edit_on_a_phone_reaches_the_functions_arguments(dev_gateway, browser) -> None:  # type: ignore[no-untyped-def]
+    """Against a real `gateway dev` process: the agent's function runs with what the approver typed on a phone."""
     import asyncio
 
     from gateway.client import AsyncGateway
+    from tests.processes import DEV_KEY, link, wait_for_mail
 
+    base, _ = dev_gateway
     ran: list[tuple[str, int]] = []
-    async with AsyncGateway(live.base_url, live.key) as gw:
+    async with AsyncGateway(base, DEV_KEY) as gw:
 
         @gw.require_approval("alice@example.com", editable=["amount"])
         async def refund(customer: str, amount: int) -> str:
@@ -104,10 +107,10 @@ async def test_an_edit_on_a_phone_reaches_the_functions_arguments(live: Live, br
             return f"refunded {amount}"
 
         call = asyncio.create_task(refund("ann@example.com", 40))
-        (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+        (mail,) = await asyncio.to_thread(wait_for_mail, base, "alice@example.com")
         context = await browser.new_context(viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True)
         page = await context.new_page()
-        await page.goto(link_ending(mail, "/approve"))
+        await page.goto(link(mail, "/approve"))
         overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"page scrolls sideways by {overflow}px on a phone"
         assert await page.input_value("input[name='kwargs.amount']") == "40"

@@ -410,6 +410,15 @@ def test_ask_with_a_response_model_returns_the_model(dev_gateway: Dev, gw: Gatew
     assert booking == Booking(start=date(2027, 5, 3), nights=2, room="single")
     assert handle.question.response_data == {"start": "2027-05-03", "nights": 2, "room": "single"}
 
+    # The same by reply: Name: value lines, written in the dev mailbox as a mail client would send them.
+    by_mail = gw.ask("And the spring offsite?", third := address(), response_model=Booking)
+    (mail,) = wait_for_mail(base, third)
+    replied = httpx.post(
+        f"{base}/dev/messages/{mail['id']}/reply", data={"text": "Start date: 2027-04-12\nnights: 3\n\nThanks!"}
+    )
+    assert replied.status_code == 303
+    assert by_mail.wait(timeout=10) == Booking(start=date(2027, 4, 12), nights=3)
+
     ask_booking = gw.human_as_tool(other := address(), response_model=Booking)
     answer = in_background(lambda: ask_booking("Which dates?"))
     (mail,) = wait_for_mail(base, other)
