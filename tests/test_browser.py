@@ -303,3 +303,19 @@ async def test_every_question_page_state_reads_clearly(live: Live, browser, widt
     assert "The agent withdrew this question" in text and "nothing more is needed" in text
     assert await page.locator("textarea").count() == 0
     await context.close()
+
+
+async def test_pages_follow_the_readers_dark_mode(live: Live, browser) -> None:
+    await live.approval()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    colors = {}
+    for scheme in ("light", "dark"):
+        context = await browser.new_context(color_scheme=scheme, java_script_enabled=False)
+        page = await context.new_page()
+        await page.goto(link_ending(mail, "/approve"))
+        colors[scheme] = await page.evaluate(
+            "[getComputedStyle(document.body).backgroundColor, getComputedStyle(document.body).color]"
+        )
+        await context.close()
+    assert colors["light"] == ["rgb(244, 245, 247)", "rgb(31, 35, 40)"]
+    assert colors["dark"] == ["rgb(13, 17, 23)", "rgb(230, 237, 243)"]
