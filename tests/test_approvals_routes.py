@@ -509,6 +509,8 @@ async def test_a_responder_key_approves_with_edits_and_answers_with_data(live: L
         )
     ).json()
     qpath = f"/v1/questions/{question['id']}/responses"
+    text_only = await live.client.post(qpath, json={"responder": "alice@example.com", "response": "3"}, headers=bot)
+    assert text_only.status_code == 422 and "typed fields" in text_only.json()["error"]["message"]
     bad = await live.client.post(
         qpath, json={"responder": "alice@example.com", "response_data": {"n": "x"}}, headers=bot
     )

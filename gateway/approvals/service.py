@@ -532,6 +532,8 @@ async def respond(
                 raise InvalidInputError("edits go with an approval: reject with a comment that says what to change")
             changes, after = proposed_edits(request, edits)
         answer = comment
+        if data is None and request.kind == "question" and request.input_schema is not None:
+            raise InvalidInputError("response_data: this question asks for typed fields; answer with response_data")
         if data is not None:
             check_answer_data(request, data)
             answer = comment or cap_comment(forms.as_text(forms.fields_from_schema(request.input_schema or {}), data))
