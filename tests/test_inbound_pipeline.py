@@ -367,6 +367,9 @@ async def test_a_typed_question_is_answered_by_name_value_lines(live: Live) -> N
     told = text_part(notice).replace("\r\n", " ")
     assert "Start date is required" in told and "/answer" in told
     assert (await get(live, question, "questions"))["status"] == "pending"
+    trail = (await live.client.get(f"/v1/questions/{question['id']}/events")).json()
+    ignored = next(e for e in trail if e["type"] == "reply_ignored")
+    assert ignored["data"]["reason"] == "incomplete_answer" and "/r/" not in str(trail)  # no signed link in the audit
 
     answered = await pipeline.process(
         live.services, mailclients.outlook(mail, "start date: 2027-03-01\nbudget: 4,000\n\nThanks")

@@ -64,6 +64,9 @@ class InboundError(Exception):
 
     reason = "refused"
     notify = False
+    # What the person is told, when it says more than the audit may keep (a signed link is theirs alone: the
+    # audit trail, which the agent reads, must never hold one).
+    explanation: str | None = None
 
     def __init__(self, detail: str) -> None:
         self.detail = detail
@@ -176,9 +179,9 @@ class IncompleteAnswerError(InboundError):
     def __init__(self, errors: dict[str, str], labels: dict[str, str], form: str) -> None:
         self.errors = errors
         listed = "; ".join(f"{labels.get(name, name)} {text}" if name else text for name, text in errors.items())
-        super().__init__(
-            f"it does not answer every field the question asks for ({listed}). Reply again with one line per"
-            f" field, as 'Name: value', or answer on the form: {form}"
+        super().__init__(f"it does not answer every field the question asks for ({listed})")
+        self.explanation = (
+            f"{self.detail}. Reply again with one line per field, as 'Name: value', or answer on the form: {form}"
         )
 
 
@@ -191,7 +194,10 @@ class ArgumentsChangedReplyError(InboundError):
     def __init__(self, page: str) -> None:
         super().__init__(
             "another approver changed the arguments after the mail you answered was sent, so your approval cannot"
-            f" count for them. The newer mail shows them as they are now; you can also decide on the page: {page}"
+            " count for them"
+        )
+        self.explanation = (
+            f"{self.detail}. The newer mail shows them as they are now; you can also decide on the page: {page}"
         )
 
 
@@ -587,7 +593,7 @@ async def _refused(svc: Services, mail: Inbound, record: InboundMessage, exc: In
         and mail.extra.get("authenticated")
     ):
         await notices.explain_refusal(
-            svc, mail.request, mail.recipient.address, mail.message_id, exc.reason, exc.detail
+            svc, mail.request, mail.recipient.address, mail.message_id, exc.reason, exc.explanation or exc.detail
         )
     log.info("inbound %s from %s ignored: %s (%s)", mail.message_id, mail.sender, exc.reason, exc.detail)
     return Outcome("ignored", exc.reason, request_id, exc.detail)
