@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, Live, html_part, link_ending
+from tests.conftest import IN_CI, Live, html_part, link_ending, links_in
 
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -224,12 +224,16 @@ async def test_every_approval_page_state_reads_clearly(live: Live, browser, widt
     )
     mails = await live.sink.wait_for(2)  # type: ignore[union-attr]
     alice, bob = sorted(mails, key=lambda m: str(m["To"]))
+    # The mail as the approver's client shows it: no sideways scroll on a phone either.
+    context = await browser.new_context(viewport=WIDTHS[width] if width == "phone" else {"width": 720, "height": 400})
+    mail_page = await context.new_page()
+    await mail_page.set_content(html_part(alice))
+    overflow = await mail_page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the mail scrolls sideways by {overflow}px at {width} width"
+    assert "Send the Q3 update to the CEO?" in await mail_page.locator("body").inner_text()
     if width == "desktop":
-        context = await browser.new_context(viewport={"width": 720, "height": 400})
-        mail_page = await context.new_page()
-        await mail_page.set_content(html_part(alice))
         await _shot(mail_page, "approval-mail")
-        await context.close()
+    await context.close()
 
     context, page, status, text = await _read(browser, link_ending(alice, "/approve"), width)
     assert status == 200
@@ -261,6 +265,11 @@ async def test_every_approval_page_state_reads_clearly(live: Live, browser, widt
     assert "Rejected by bob@example.com" in text and await page.locator("button[value=approve]").count() == 0
     await context.close()
     assert (await live.client.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "rejected"
+
+    inbox = next(u for u in links_in(alice) if "/r/inbox/" in u)
+    context, page, status, text = await _read(browser, inbox, width)
+    assert status == 200 and "Nothing is waiting for you" in text and "alice@example.com" in text
+    await context.close()
 
     bad = link_ending(alice, "/approve").replace("/r/", "/r/x")
     context, page, status, text = await _read(browser, bad, width)
