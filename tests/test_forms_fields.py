@@ -136,3 +136,27 @@ def test_a_value_shown_in_its_input_reads_back_the_same(number: int, day: str, t
     assert forms.coerce(fields["start"], fields["start"].as_input(day)) == day
     cleaned = [t.strip() for t in tags if t.strip()]
     assert forms.coerce(fields["tags"], fields["tags"].as_input(cleaned)) == (cleaned or None)
+
+
+@pytest.mark.parametrize(
+    ("widget", "typed", "value"),
+    [
+        ("integer", "1,200", 1200),
+        ("integer", "12345678901234567890", 12345678901234567890),  # exactly, not through a float
+        ("integer", "3.0", 3),
+        ("number", "1,5", 1.5),  # a decimal comma
+        ("number", "1,200.25", 1200.25),
+        ("number", "-2", -2),
+    ],
+)
+def test_numbers_are_read_as_people_type_them(widget: str, typed: str, value: float) -> None:
+    field = forms.FormField(name="n", label="n", widget=widget)
+    assert forms.coerce(field, typed) == value
+
+
+@pytest.mark.parametrize(
+    ("widget", "typed"), [("integer", "1,5"), ("number", "inf"), ("number", "nan"), ("number", "1,2,3")]
+)
+def test_what_is_not_a_number_is_refused(widget: str, typed: str) -> None:
+    with pytest.raises(ValueError, match="must be a"):
+        forms.coerce(forms.FormField(name="n", label="n", widget=widget), typed)

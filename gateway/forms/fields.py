@@ -10,6 +10,7 @@ the schema itself (jsonschema) over the result, so the rules are JSON Schema's, 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -239,20 +240,8 @@ def coerce(field: FormField, raw: str | None) -> Any:
             ):
                 return choice
         raise ValueError(f"choose one of: {', '.join(str(c) for c in field.choices)}")
-    if field.widget == "integer":
-        try:
-            number = float(text.replace(",", "")) if "e" not in text.lower() else float(text)
-        except ValueError:
-            raise ValueError("must be a whole number") from None
-        if not number.is_integer():
-            raise ValueError("must be a whole number")
-        return int(number)
-    if field.widget == "number":
-        try:
-            number = float(text.replace(",", ""))
-        except ValueError:
-            raise ValueError("must be a number") from None
-        return int(number) if number.is_integer() and "." not in text else number
+    if field.widget in ("integer", "number"):
+        return _number(_number_text(text), whole=field.widget == "integer")
     if field.widget == "date":
         try:
             return date.fromisoformat(text).isoformat()
@@ -273,6 +262,37 @@ def coerce(field: FormField, raw: str | None) -> Any:
         except json.JSONDecodeError as exc:
             raise ValueError(f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     return text
+
+
+# "1,200" (thousands) and "1,5" (a decimal comma) are both what people type; a comma anywhere else is not a number.
+_GROUPED_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_DECIMAL_COMMA_RE = re.compile(r"[+-]?\d+,\d+")
+_INTEGER_RE = re.compile(r"[+-]?\d+")
+
+
+def _number_text(text: str) -> str:
+    if _GROUPED_RE.fullmatch(text):
+        return text.replace(",", "")
+    if _DECIMAL_COMMA_RE.fullmatch(text):
+        return text.replace(",", ".")
+    return text
+
+
+def _number(text: str, *, whole: bool) -> int | float:
+    """A typed-in number: an integer exactly as typed (no float rounding), else a finite decimal."""
+    if _INTEGER_RE.fullmatch(text):
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a whole number" if whole else "must be a number") from None
+    if not math.isfinite(value):
+        raise ValueError("must be a whole number" if whole else "must be a number")
+    if whole:
+        if not value.is_integer():
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
 
 
 _ARTICLE = {"integer": "a whole number", "number": "a number", "string": "text", "boolean": "yes or no",
