@@ -160,7 +160,14 @@ async def test_three_due_reminders_to_one_approver_are_one_mail(live: Live) -> N
     made = [
         await live.approval(
             fn=f"step_{n}",
-            channel={"email": {"to": ["alice@example.com"], "subject": f"Step {n}?"}},
+            # Step 1 also waits for Dave, who has nothing else waiting: his reminder stays in its own thread.
+            channel={
+                "email": {
+                    "to": ["alice@example.com", *(["dave@example.com"] if n == 1 else [])],
+                    "subject": f"Step {n}?",
+                }
+            },
+            policy="all",
             reminders={"first_after": 3600 + 60 * n},  # due within five minutes of each other
         )
         for n in range(3)
@@ -168,7 +175,7 @@ async def test_three_due_reminders_to_one_approver_are_one_mail(live: Live) -> N
     other = await live.approval(
         fn="solo", channel={"email": {"to": ["bob@example.com"]}}, reminders={"first_after": 3600}
     )
-    await live.sink.wait_for(4)  # type: ignore[union-attr]
+    await live.sink.wait_for(5)  # type: ignore[union-attr]
     # From the last request made (on a loaded machine the four creations can take over a second).
     created = T0.fromisoformat(other["created_at"])
     scheduler = Scheduler(live.services)
@@ -186,6 +193,8 @@ async def test_three_due_reminders_to_one_approver_are_one_mail(live: Live) -> N
     assert text.index("Step 2?") < text.index("Step 0?")  # newest first
     to_alice = await mails_to(live, "alice@example.com", 4)
     assert len(to_alice) == 4  # three requests, one digest: no single reminders
+    dave = (await mails_to(live, "dave@example.com", 2))[-1]
+    assert dave["Subject"].startswith("Re: ") and "Reminder: this is still waiting" in text_part(dave)
     solo = (await mails_to(live, "bob@example.com", 2))[-1]
     assert solo["Subject"].startswith("Re: ") and "Reminder: this is still waiting" in text_part(solo)
 

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.approvals.views import RECIPIENTS, THREADS, load_view
 from gateway.mail import notices
+from gateway.mail.compose import changed_arguments
 from gateway.models import Recipient, Request, Response
 from gateway.services import Services
 from gateway.webhooks import service as webhooks
@@ -28,7 +29,7 @@ def _noun(request: Request) -> str:
 def decided_headline(request: Request) -> str:
     if request.kind == "question":
         return f"This question was answered by {request.decided_by}."
-    changed = sorted(k for k, v in (request.edited_kwargs or {}).items() if (request.kwargs or {}).get(k) != v)
+    changed = sorted(changed_arguments(request))
     edits = f", with {', '.join(changed)} changed by an approver" if changed and request.status == "approved" else ""
     return f"This approval request was {request.status} by {request.decided_by}{edits}."
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from gateway import addresses, audit
 from gateway.approvals import effects
@@ -18,7 +18,7 @@ from gateway.approvals.schemas import Escalation, Reminders
 from gateway.approvals.views import RECIPIENTS, RESPONSES
 from gateway.audit import event
 from gateway.mail.compose import compose_digest, compose_request_mail
-from gateway.models import ApiKey, Recipient, Request, build, new_id
+from gateway.models import ApiKey, Recipient, Request, Response, build, new_id
 from gateway.settings import Settings
 
 
@@ -79,7 +79,8 @@ def reminders_passed(request: Request, now: datetime) -> int:
     return count
 
 
-async def _agent_name(session: Any, request: Request) -> str:
+async def agent_name(session: Any, request: Request) -> str:
+    """The asking agent as people know it: its API key's name."""
     return (await session.exec(select(ApiKey.name).where(ApiKey.id == request.api_key_id))).first() or "An agent"
 
 
@@ -135,7 +136,7 @@ async def add_recipients(
     session.add_all(added)
     await session.flush()  # the recipients first: the mails and events below refer to them
     originals = ", ".join(r.address for r in present if r.role == "to" and not r.escalated)
-    agent = await _agent_name(session, request)
+    agent = await agent_name(session, request)
     approvers = sum(1 for r in present if r.role == "to") + sum(1 for r in added if r.role == "to")
     mails = [compose_request_mail(svc, request, r, approvers, agent, note=note(originals)) for r in added]
     rows: list[Any] = [*mails]
@@ -153,12 +154,15 @@ async def add_recipients(
     return rows
 
 
+def _reminder_note(request: Request, now: datetime) -> str:
+    return f"Reminder: this is still waiting for your answer (sent {_duration(_age(request, now))} ago)."
+
+
 async def remind(svc: Any, session: Any, request: Request, now: datetime) -> list[Any]:
     """One reminder, in each thread, to every approver who has not answered."""
     sent_before = request.reminders_sent
     request.reminders_sent = reminders_passed(request, now)
-    note = f"Reminder: this is still waiting for your answer (sent {_duration(_age(request, now))} ago)."
-    rows, waiting = await to_waiting(svc, session, request, note)
+    rows, waiting = await to_waiting(svc, session, request, _reminder_note(request, now))
     if not waiting:
         return []
     return [*rows, event(request.id, "reminder", None, number=sent_before + 1, to=waiting)]
@@ -169,14 +173,28 @@ async def to_waiting(
 ) -> tuple[list[Any], list[str]]:
     """The request again, in each thread, with ``note`` on top, to every approver who has not answered (in this
     round: an edit starts the approval over): the mails, and who they go to."""
-    recipients = list((await session.exec(RECIPIENTS, params={"rid": request.id})).all())
-    waiting = await waiting_approvers(session, request)
+    recipients, waiting = (await rosters(session, [request]))[request.id]
     if not waiting:
         return [], []
+    agent = await agent_name(session, request)
+    mails = await _mail_again(svc, session, request, recipients, waiting, agent, note, kind)
+    return mails, [r.address for r in waiting]
+
+
+async def _mail_again(
+    svc: Any,
+    session: Any,
+    request: Request,
+    recipients: list[Recipient],
+    to: list[Recipient],
+    agent: str,
+    note: str | Callable[[Recipient], str],
+    kind: str,
+) -> list[Any]:
+    """The request mail again to ``to`` (some of its ``recipients``), each in their own thread, ``note`` on top."""
     mail_threads = await effects.threads(session, request.id)
-    agent = await _agent_name(session, request)
     approvers = sum(1 for r in recipients if r.role == "to")
-    mails = [
+    return [
         compose_request_mail(
             svc,
             request,
@@ -187,9 +205,8 @@ async def to_waiting(
             thread=mail_threads.get(r.id),
             kind=kind,
         )
-        for r in waiting
+        for r in to
     ]
-    return mails, [r.address for r in waiting]
 
 
 async def after_edit(svc: Any, session: Any, request: Request, editor: Recipient, names: list[str]) -> list[Any]:
@@ -229,12 +246,27 @@ def reminder_only_due(request: Request, now: datetime, horizon: datetime) -> dat
     return remind_at
 
 
-async def waiting_approvers(session: Any, request: Request) -> list[Recipient]:
-    """The approvers who have not answered ``request`` in its current round."""
-    recipients = list((await session.exec(RECIPIENTS, params={"rid": request.id})).all())
-    responses = (await session.exec(RESPONSES, params={"rid": request.id})).all()
-    answered = {r.recipient_id for r in responses if r.round == request.round}
-    return [r for r in recipients if r.role == "to" and r.id not in answered]
+async def rosters(session: Any, requests: list[Request]) -> dict[str, tuple[list[Recipient], list[Recipient]]]:
+    """Per request: all its recipients, and the approvers who have not answered it in its current round (two
+    statements, however many requests)."""
+    ids = [r.id for r in requests]
+    rounds = {r.id: r.round for r in requests}
+    recipients = (
+        await session.exec(select(Recipient).where(col(Recipient.request_id).in_(ids)).order_by(col(Recipient.id)))
+    ).all()
+    answers = (
+        await session.exec(
+            select(Response.request_id, Response.recipient_id, Response.round).where(col(Response.request_id).in_(ids))
+        )
+    ).all()
+    answered = {(rid, rcp) for rid, rcp, round_ in answers if round_ == rounds[rid]}
+    out: dict[str, tuple[list[Recipient], list[Recipient]]] = {i: ([], []) for i in ids}
+    for recipient in recipients:
+        everyone, waiting = out[recipient.request_id]
+        everyone.append(recipient)
+        if recipient.role == "to" and (recipient.request_id, recipient.id) not in answered:
+            waiting.append(recipient)
+    return out
 
 
 async def remind_together(
@@ -245,26 +277,18 @@ async def remind_together(
     mails: list[Any] = []
     rows: list[Any] = []
     buckets: dict[str, list[tuple[Request, Recipient, str]]] = {}
+    everyone = await rosters(session, requests)
     for request in requests:
-        waiting = await waiting_approvers(session, request)
-        agent = await _agent_name(session, request)
+        recipients, waiting = everyone[request.id]
+        agent = await agent_name(session, request)
         sent_before = request.reminders_sent
         request.reminders_sent = max(reminders_passed(request, now), sent_before + 1)  # a digest may send it early
         request.next_due_at = next_due(request)
         session.add(request)
         singles = [r for r in waiting if addresses.normalise(r.address) not in digested]
         if singles:
-            threads = await effects.threads(session, request.id)
-            approvers = sum(
-                1 for r in (await session.exec(RECIPIENTS, params={"rid": request.id})).all() if r.role == "to"
-            )
-            note = f"Reminder: this is still waiting for your answer (sent {_duration(_age(request, now))} ago)."
-            own = [
-                compose_request_mail(
-                    svc, request, r, approvers, agent, note=note, thread=threads.get(r.id), kind="reminder"
-                )
-                for r in singles
-            ]
+            note = _reminder_note(request, now)
+            own = await _mail_again(svc, session, request, recipients, singles, agent, note, "reminder")
             mails += own
             rows += audit.mails_queued(request.id, own)
         for r in waiting:

@@ -290,9 +290,9 @@ async def remind_in_digests(svc: Services, now: datetime) -> int:
         if len(due) < 2:
             return 0
         by_address: dict[str, set[str]] = {}
-        for request in (r for r in rows if r.id in due):
-            for recipient in await lifecycle.waiting_approvers(session, request):
-                by_address.setdefault(addresses.normalise(recipient.address), set()).add(request.id)
+        for request_id, (_, waiting) in (await lifecycle.rosters(session, [r for r in rows if r.id in due])).items():
+            for recipient in waiting:
+                by_address.setdefault(addresses.normalise(recipient.address), set()).add(request_id)
     # An approver gets a digest when several of their reminders fall in the window and one of them is due now.
     digested = {a for a, ids in by_address.items() if len(ids) > 1 and any(due[i] <= now for i in ids)}
     involved = sorted({i for a in digested for i in by_address[a]})

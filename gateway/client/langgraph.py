@@ -27,7 +27,7 @@ from langchain_core.tools import tool as as_tool
 from langgraph.config import get_config
 from langgraph.types import Command, interrupt
 
-from gateway.client._base import RunIt, derive_call_id, with_changes
+from gateway.client._base import ApprovalOptions, RunIt, derive_call_id, with_changes
 from gateway.client._errors import WaitTimeoutError
 from gateway.client._models import Approval
 from gateway.client._sync import Gateway
@@ -91,21 +91,17 @@ def gated_tool(
             try:
                 approval = handle.wait(timeout)
             except WaitTimeoutError as exc:
-                return gateway._gate_timeout(name, exc, _Opts())  # type: ignore[arg-type]
-        return decided(gateway, base, approval)
+                return gateway._gate_timeout(name, exc, ApprovalOptions(to))
+        return decided(gateway, base, approval, to)
 
     return StructuredTool.from_function(
         func=run, name=name, description=base.description, args_schema=base.args_schema, infer_schema=False
     )
 
 
-class _Opts:
-    raise_on_reject = False
-
-
-def decided(gateway: Gateway, tool: BaseTool, approval: Approval) -> Any:
+def decided(gateway: Gateway, tool: BaseTool, approval: Approval, to: str | Sequence[str]) -> Any:
     """The tool's result for a decided approval: it ran with the approved arguments, or the human's word why not."""
-    outcome = gateway._gate_outcome(tool.name, approval, _Opts())  # type: ignore[arg-type]
+    outcome = gateway._gate_outcome(tool.name, approval, ApprovalOptions(to))
     if not isinstance(outcome, RunIt):
         return outcome
     return with_changes(tool.invoke(approval.approved_kwargs), tool.name, outcome.changes)

@@ -102,24 +102,26 @@ def _type_of(value: Any) -> dict[str, Any]:
     return {}
 
 
+def _field(name: str, prop: Mapping[str, Any], required: bool, value: Any, default: Any = None) -> FormField:
+    return FormField(
+        name=name,
+        label=str(prop.get("title") or name),
+        widget=_widget(prop, value),
+        required=required,
+        description=prop.get("description"),
+        default=default,
+        choices=tuple(prop.get("enum") or ()),
+        schema=prop,
+    )
+
+
 def fields_from_schema(schema: Mapping[str, Any], values: Mapping[str, Any] | None = None) -> list[FormField]:
     """One field per property, in the schema's order."""
     required = set(schema.get("required") or ())
     out = []
     for name, prop in (schema.get("properties") or {}).items():
         prop = prop if isinstance(prop, Mapping) else {}
-        out.append(
-            FormField(
-                name=name,
-                label=str(prop.get("title") or name),
-                widget=_widget(prop, (values or {}).get(name)),
-                required=name in required,
-                description=prop.get("description"),
-                default=prop.get("default"),
-                choices=tuple(prop.get("enum") or ()),
-                schema=prop,
-            )
-        )
+        out.append(_field(name, prop, name in required, (values or {}).get(name), prop.get("default")))
     return out
 
 
@@ -132,18 +134,7 @@ def editable_fields(
     out = []
     for name in editable:
         prop = props.get(name) if isinstance(props.get(name), Mapping) else None
-        prop = prop or _type_of(kwargs.get(name))
-        out.append(
-            FormField(
-                name=name,
-                label=str(prop.get("title") or name),
-                widget=_widget(prop, kwargs.get(name)),
-                required=name in required,
-                description=prop.get("description"),
-                choices=tuple(prop.get("enum") or ()),
-                schema=prop,
-            )
-        )
+        out.append(_field(name, prop or _type_of(kwargs.get(name)), name in required, kwargs.get(name)))
     return out
 
 

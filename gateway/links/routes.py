@@ -9,11 +9,10 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import select
 
 from gateway import forms
 from gateway.api.deps import services
-from gateway.approvals import service
+from gateway.approvals import lifecycle, service
 from gateway.approvals.views import RequestView
 from gateway.errors import (
     AlreadyRespondedError,
@@ -27,13 +26,14 @@ from gateway.links.tokens import TokenError, TokenExpiredError
 from gateway.mail.compose import (
     answer_fields,
     argument_rows,
+    changed_arguments,
     current_kwargs,
     edit_fields,
     links_for,
     page_title,
     policy_text,
 )
-from gateway.models import ApiKey, Recipient
+from gateway.models import Recipient
 from gateway.models import Request as Req
 from gateway.services import Services
 
@@ -84,10 +84,8 @@ def error_page(svc: Services, exc: LinkPageError, agent: str = "the agent") -> H
 
 
 async def agent_name(svc: Services, request: Req) -> str:
-    """The asking agent as people know it: its API key's name."""
     async with svc.db.read() as session:
-        name = (await session.exec(select(ApiKey.name).where(ApiKey.id == request.api_key_id))).first()
-    return name or "An agent"
+        return await lifecycle.agent_name(session, request)
 
 
 def human_message(exc: GatewayError, request: Req) -> str:
@@ -155,7 +153,6 @@ def page_context(
     earlier = next((r for r in view.responses if r.recipient_id == recipient.id and r.round < request.round), None)
     approvers = sum(1 for r in view.recipients if r.role == "to")
     email = request.channel["email"]
-    original = request.kwargs or {}
     return {
         "request": request,
         "kind": request.kind,
@@ -167,7 +164,7 @@ def page_context(
         "earlier": earlier,
         "responses": view.responses,
         "arguments": argument_rows(current_kwargs(request)),
-        "changed": {k for k, v in current_kwargs(request).items() if original.get(k, v) != v or k not in original},
+        "changed": changed_arguments(request),
         "edit_fields": edit_fields(request),
         "answer_fields": answer_fields(request),
         "inputs": _inputs(request, typed),

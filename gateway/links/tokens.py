@@ -45,6 +45,23 @@ class LinkClaim:
     expires_at: float
 
 
+def _claim(serializer: URLSafeTimedSerializer, token: str, purpose: str, expiry: tuple[type, ...]) -> tuple[str, float]:
+    """A signed [subject, expiry] pair (a link's recipient, an inbox's address); TokenError for anything else."""
+    try:
+        payload = serializer.loads(token)
+    except Exception as exc:  # BadSignature, and whatever a mangled token makes the decoder raise
+        raise TokenError(purpose, "is not valid (it may have been cut or altered)") from exc
+    if not (
+        isinstance(payload, list)
+        and len(payload) == 2
+        and isinstance(payload[0], str)
+        and isinstance(payload[1], expiry)
+        and not isinstance(payload[1], bool)
+    ):
+        raise TokenError(purpose, "has an unexpected payload")
+    return payload[0], float(payload[1])  # type: ignore[arg-type]  # an int or float: checked just above
+
+
 class Signer:
     def __init__(self, secret_keys: list[str], link_max_age: int) -> None:
         if not secret_keys:
@@ -67,19 +84,7 @@ class Signer:
 
     def verify_link(self, token: str, now: float | None = None) -> LinkClaim:
         """The claim of one of our links; TokenError (never anything else) for any other input."""
-        try:
-            payload = self._link.loads(token)
-        except Exception as exc:  # BadSignature, and whatever a mangled token makes the decoder raise
-            raise TokenError("link", "is not valid (it may have been cut or altered)") from exc
-        if not (
-            isinstance(payload, list)
-            and len(payload) == 2
-            and isinstance(payload[0], str)
-            and isinstance(payload[1], int | float)
-            and not isinstance(payload[1], bool)
-        ):
-            raise TokenError("link", "has an unexpected payload")
-        recipient_id, exp = payload[0], float(payload[1])
+        recipient_id, exp = _claim(self._link, token, "link", (int, float))
         if (now or time.time()) > exp:
             raise TokenExpiredError("link", recipient_id)
         return LinkClaim(recipient_id=recipient_id, expires_at=exp)
@@ -101,21 +106,10 @@ class Signer:
 
     def verify_inbox(self, token: str, now: float | None = None) -> str:
         """The address an inbox link was signed for; TokenError (never anything else) for any other input."""
-        try:
-            payload = self._inbox.loads(token)
-        except Exception as exc:
-            raise TokenError("inbox", "is not valid (it may have been cut or altered)") from exc
-        if not (
-            isinstance(payload, list)
-            and len(payload) == 2
-            and isinstance(payload[0], str)
-            and isinstance(payload[1], int)
-            and not isinstance(payload[1], bool)
-        ):
-            raise TokenError("inbox", "has an unexpected payload")
-        if (time.time() if now is None else now) > payload[1]:
+        address, exp = _claim(self._inbox, token, "inbox", (int,))
+        if (time.time() if now is None else now) > exp:
             raise TokenExpiredError("inbox", None)
-        return payload[0]
+        return address
 
     # csrf --------------------------------------------------------------------------------------
 

@@ -93,6 +93,12 @@ def current_kwargs(request: Request) -> dict[str, Any]:
     return dict(request.edited_kwargs if request.edited_kwargs is not None else request.kwargs or {})
 
 
+def changed_arguments(request: Request) -> list[str]:
+    """The arguments an approver changed, by name, in the order they stand."""
+    original = request.kwargs or {}
+    return [k for k, v in current_kwargs(request).items() if k not in original or original[k] != v]
+
+
 def edit_fields(request: Request) -> list[forms.FormField]:
     """The inputs of an approval's editable arguments (none when it allows no edits)."""
     if request.kind != "approval" or not request.editable:
