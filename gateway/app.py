@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
@@ -87,3 +89,14 @@ def _offline_docs(app: FastAPI) -> None:
             swagger_css_url="/docs/assets/swagger-ui.css",
             swagger_favicon_url="/docs/assets/favicon.png",
         )
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending the app's event streams when it stops: they would hold the graceful shutdown
+    for ever (their clients reconnect, to another replica or to this one once it is back)."""
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        services = getattr(getattr(self.config.app, "state", None), "services", None)
+        if services is not None:
+            services.streams.end_all()
+        await super().shutdown(sockets)

@@ -313,6 +313,7 @@ def _run_http(
     none by default, so nobody can put another address in the audit trail."""
     import uvicorn
 
+    from gateway.app import Server
     from gateway.supervisor import reuse_port_socket
 
     config = uvicorn.Config(
@@ -325,7 +326,8 @@ def _run_http(
         proxy_headers=bool(forwarded),
         forwarded_allow_ips=forwarded or None,
     )
-    server = uvicorn.Server(config)
+
+    server = Server(config)
     if sock is None:
         sock = reuse_port_socket(host, port) if reuse_port else _listen(host, port)
     # Everything loaded so far (modules, mappers, routes, compiled schemas) lives as long as the process: moved

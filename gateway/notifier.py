@@ -10,22 +10,36 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol, TypeVar
+
+
+class Waiter(Protocol):
+    """Anything woken by ``set()``: an :class:`asyncio.Event`, or a stream that reads on the spot."""
+
+    def set(self) -> None: ...
+
+
+W = TypeVar("W", bound=Waiter)
 
 
 class Notifier:
     def __init__(self) -> None:
-        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: defaultdict[str, set[Waiter]] = defaultdict(set)
 
     @contextmanager
     def subscribe(self, key: str) -> Iterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._waiters[key].add(event)
-        try:
+        with self.watch(key, asyncio.Event()) as event:
             yield event
+
+    @contextmanager
+    def watch(self, key: str, waiter: W) -> Iterator[W]:
+        self._waiters[key].add(waiter)
+        try:
+            yield waiter
         finally:
             waiters = self._waiters.get(key)
             if waiters is not None:
-                waiters.discard(event)
+                waiters.discard(waiter)
                 if not waiters:
                     del self._waiters[key]
 

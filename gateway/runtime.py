@@ -178,6 +178,7 @@ class Runtime:
         if self.services is not None and self.services.bus is not None:
             await self.services.bus.stop()
         if self.services is not None:
+            await self.services.streams.stop()
             await self.services.group_commit.close()
             await self.services.group_write.close()
             await self.services.db.dispose()

@@ -16,6 +16,7 @@ from gateway.models import utcnow
 from gateway.notifier import Notifier
 from gateway.oauth import TokenSource
 from gateway.settings import Settings
+from gateway.streams import Streams
 
 
 @dataclass
@@ -35,9 +36,11 @@ class Services:
     keys: KeyStore = field(init=False)
     group_commit: GroupCommit = field(init=False)
     group_write: GroupWrite = field(init=False)
+    streams: Streams = field(init=False)  # the event streams held open by this process
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.db)
+        self.streams = Streams(self.settings.stream_heartbeat)
         self.group_commit = GroupCommit(self.db)
         self.group_write = GroupWrite(self.db)
 

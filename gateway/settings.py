@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Security = Literal["none", "starttls", "tls"]
@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     escalate_after: int | None = None
     escalate_to: str = ""
     scheduler_max_sleep: float = 60.0  # a cap, so requests created by another process are never missed for long
+    # An agent's message stream (SSE) gets a comment line this often (seconds), so proxies that close quiet
+    # responses (nginx and AWS load balancers after 60 s, Heroku after 55) leave it open.
+    stream_heartbeat: int = Field(30, ge=1, le=120)
 
     # Webhooks (Standard Webhooks signatures), for every request's final outcome; per-request callback_url too.
     webhook_urls: str = ""

@@ -31,7 +31,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gateway.app import create_app
+from gateway.app import Server, create_app
 from gateway.keys import create_key
 from gateway.runtime import Runtime
 from gateway.services import Services
@@ -260,7 +260,7 @@ def make_settings(database_url: str, port: int, smtp_port: int, **extra: Any) ->
 async def run_gateway(settings: Settings, port: int, runtime: Runtime | None = None) -> AsyncIterator[Services]:
     runtime = runtime or Runtime(settings)
     app = create_app(runtime)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 15
     while not server.started:

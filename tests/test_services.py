@@ -9,13 +9,14 @@ import pytest
 from gateway.bus import OUTBOX, REQUEST, SCHEDULER, WEBHOOKS
 from gateway.inbound import pipeline
 from gateway.services import Services
+from gateway.settings import Settings
 from tests import mailclients
 from tests.conftest import Live
 from tests.test_approvals_service import request_mail_to
 
 
 def bare_services() -> Services:
-    return Services(settings=None, db=None, signer=None, templates=None)  # type: ignore[arg-type]
+    return Services(settings=Settings(_env_file=None), db=None, signer=None, templates=None)  # type: ignore[arg-type]
 
 
 def woken(svc: Services) -> set[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 
 from gateway.agents import service
 from gateway.agents.schemas import (
@@ -24,6 +24,7 @@ from gateway.approvals.views import RequestView
 from gateway.keys import Principal
 from gateway.models import Agent
 from gateway.services import Services
+from gateway.streams import EventStream
 
 router = APIRouter(prefix="/v1")
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -88,6 +89,44 @@ async def messages(
 ) -> Any:
     rows, cursor = await service.messages(svc, who, name, after, wait, limit)
     return as_json(MessagesPage(messages=[message_out(r) for r in rows], next=cursor), by_alias=True)
+
+
+@router.get(
+    "/agents/{name}/messages/stream",
+    tags=["agents"],
+    status_code=200,
+    response_class=EventStream,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-Sent Events: each message as `event: message`, its cursor as `id`, its JSON"
+            " (as in `messages`) as `data`; a comment line every GATEWAY_STREAM_HEARTBEAT seconds",
+        },
+        **_ERRORS,
+    },
+    summary="The agent's messages as a stream: those after the cursor, then each the moment it arrives",
+)
+async def message_stream(
+    request: Request,
+    name: str,
+    after: str | None = Query(
+        None, max_length=30, description="The id of the last event seen (or a `next`); none: from the start"
+    ),
+    last_event_id: str | None = Header(
+        None, max_length=30, description="Sent by a reconnecting EventSource; wins over `after`"
+    ),
+    seconds: float | None = Query(
+        None,
+        alias="timeout",
+        gt=0,
+        le=86400,
+        description="End the stream after this many seconds; by default it stays open",
+    ),
+    who: Principal = Depends(principal),
+    svc: Services = Depends(services),
+) -> EventStream:
+    key = request.headers.get("authorization", "").partition(" ")[2].strip()
+    return await service.stream(svc, who, key, name, last_event_id or after, seconds)
 
 
 def _notification_out(view: RequestView, agent: str | None) -> NotificationOut:

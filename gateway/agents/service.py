@@ -34,6 +34,7 @@ from gateway.models import (
     utcnow,
 )
 from gateway.services import Services
+from gateway.streams import EventStream, sse
 from gateway.webhooks.service import KIND as WEBHOOK
 
 REF_LENGTH = 8
@@ -174,6 +175,29 @@ async def messages(
                 arrived.clear()
                 rows = await _page(svc, agent_id, start, limit)
     return rows, str(rows[-1].seq if rows else start)
+
+
+async def stream(
+    svc: Services, principal: Principal, key: str, name: str, after: str | None, seconds: float | None
+) -> EventStream:
+    """The agent's messages after the cursor, then each as it commits, as one open response (see
+    gateway.streams). The key is checked again before each delivery, and every few minutes while quiet."""
+    agent_id = await _agent_id(svc, principal, name)
+    start = _cursor(after)
+
+    async def read(cursor: int, limit: int) -> list[tuple[int, bytes]]:
+        out = []
+        for row in await _page(svc, agent_id, cursor, limit):
+            assert row.seq is not None  # stored rows have one
+            out.append((row.seq, sse(row.seq, "message", message_out(row).model_dump_json(by_alias=True))))
+        return out
+
+    async def allowed() -> bool:
+        return await svc.keys.authenticate(key) is not None
+
+    until = None if seconds is None else asyncio.get_running_loop().time() + seconds
+    key_ = waiter_key(agent_id)
+    return EventStream(svc.streams, read, allowed, lambda s: svc.notifier.watch(key_, s), start, until)
 
 
 def delivery_rows(svc: Services, agent: Agent, message: AgentMessage, notification: Request | None) -> list[Any]:

@@ -19,6 +19,7 @@ from gateway.client._base import (
     InboxBase,
     M,
     Recipients,
+    Reconnect,
     Request,
     RunIt,
     TypedQuestionBase,
@@ -361,12 +362,29 @@ class AsyncInbox(InboxBase):
         """The next message, waiting for it (up to ``timeout`` seconds, else InboxTimeoutError)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        reconnect = Reconnect(self._gateway, RETRIES)
         while (found := self._next()) is None:
-            left = self.WAIT if deadline is None else min(self.WAIT, deadline - loop.time())
-            if left <= 0:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
                 raise InboxTimeoutError(self.agent, timeout or 0)
-            await self._fetch(left)
+            try:
+                await self._listen(left)
+                reconnect.succeeded()
+            except Exception as exc:
+                await asyncio.sleep(reconnect.pause(exc, left))
         return found
+
+    async def _listen(self, left: float | None) -> None:
+        """Hold the stream until a message comes (or the gateway ends it at ``left``)."""
+        call = self._stream_call(left)
+        timeout = httpx.Timeout(call.timeout, connect=10.0)
+        async with self._gateway._http.stream("GET", call.path, params=call.params, timeout=timeout) as response:
+            if not response.is_success:
+                await response.aread()
+                self._gateway._read(response)  # raises the gateway's error
+            async for line in response.aiter_lines():
+                if self._feed(line):
+                    return
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._each()

@@ -19,6 +19,7 @@ from gateway.client._base import (
     InboxBase,
     M,
     Recipients,
+    Reconnect,
     Request,
     RunIt,
     TypedQuestionBase,
@@ -348,14 +349,31 @@ class Inbox(InboxBase):
         return out
 
     def wait(self, timeout: float | None = None) -> Message:
-        """The next message, waiting for it (up to ``timeout`` seconds, else WaitTimeoutError)."""
+        """The next message, waiting for it (up to ``timeout`` seconds, else InboxTimeoutError)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        reconnect = Reconnect(self._gateway, RETRIES)
         while (found := self._next()) is None:
-            left = self.WAIT if deadline is None else min(self.WAIT, deadline - time.monotonic())
-            if left <= 0:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 raise InboxTimeoutError(self.agent, timeout or 0)
-            self._gateway_fetch(left)
+            try:
+                self._listen(left)
+                reconnect.succeeded()
+            except Exception as exc:
+                time.sleep(reconnect.pause(exc, left))
         return found
+
+    def _listen(self, left: float | None) -> None:
+        """Hold the stream until a message comes (or the gateway ends it at ``left``)."""
+        call = self._stream_call(left)
+        timeout = httpx.Timeout(call.timeout, connect=10.0)
+        with self._gateway._http.stream("GET", call.path, params=call.params, timeout=timeout) as response:
+            if not response.is_success:
+                response.read()
+                self._gateway._read(response)  # raises the gateway's error
+            for line in response.iter_lines():
+                if self._feed(line):
+                    return
 
     def __iter__(self) -> Iterator[Message]:
         while True:
