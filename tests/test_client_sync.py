@@ -328,6 +328,37 @@ def test_notify_and_the_inbox_close_the_loop(outer_dev: Dev) -> None:
         resumed.wait(timeout=0.5)
 
 
+def test_a_waiting_agent_rides_out_a_gateway_restart(tmp_path: Path) -> None:
+    """The inbox's stream ends when the gateway stops; the wait reconnects (backing off while nothing answers)
+    and gets the message written after the restart, from the same cursor."""
+    from tests.conftest import free_port
+    from tests.processes import gateway_process
+
+    port = free_port()
+    env = clean_env(GATEWAY_DEV_API_KEY=DEV_KEY, GATEWAY_TRUSTED_AUTHSERV_IDS=TRUSTED)
+    args = ["dev", "--port", str(port), "--db", str(tmp_path / "dev.sqlite3")]
+
+    def held(base: str) -> None:
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{base}/healthz", timeout=5).json().get("waiters", 0) < 1:
+            assert time.monotonic() < deadline, "the inbox holds no stream"
+            time.sleep(0.05)
+
+    with gateway_process(tmp_path, args, port, env) as (base, _):
+        gw = Gateway(base, DEV_KEY)
+        address = gw.agent("steady", ["alice@example.com"])
+        human_writes(base, address, "Before the restart.")
+        inbox = gw.inbox("steady")
+        assert inbox.wait(timeout=10).text == "Before the restart."
+        waiting = in_background(lambda: inbox.wait(timeout=90))
+        held(base)
+    assert not waiting.done()  # the gateway is gone; the wait is not
+    with gateway_process(tmp_path, args, port, env) as (base, _):
+        held(base)  # it reconnected on its own
+        human_writes(base, address, "After the restart.")
+        assert waiting.result(timeout=15).text == "After the restart."
+
+
 def wait_for_mail_any(base: str, address: str, subject: str, timeout: float = 10) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

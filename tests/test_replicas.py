@@ -4,6 +4,7 @@ killed mid-batch leaves its mail to the other, and the mailbox's one poller fail
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import time
@@ -263,3 +264,37 @@ async def test_two_replicas_deliver_each_agent_message_once_and_wake_the_other(
         async with httpx.AsyncClient(headers=auth, timeout=30) as client:
             after = (await client.get(f"{c}/v1/agents/ops/messages", params={"after": cursor})).json()
             assert after == {"messages": [], "next": cursor}  # resumed from the cursor: nothing lost, nothing again
+
+
+async def test_a_stream_on_one_replica_gets_the_messages_another_stores(
+    tmp_path: Path, pg: tuple[str, str], smtp_sink: SmtpSink
+) -> None:
+    """An agent's message stream held on replica B gets, in order, each message replica A stored (woken by
+    LISTEN/NOTIFY, not found by polling)."""
+    url, key = pg
+    auth = {"Authorization": f"Bearer {key}"}
+    inbound = "an-inbound-secret-of-some-length"
+    settings = {"trusted_authserv_ids": "mx.example.test", "inbound_secret": inbound}
+    with (
+        replica(tmp_path, url, smtp_sink.port, "a", **settings) as (a, _),
+        replica(tmp_path, url, smtp_sink.port, "b", **settings) as (b, _),
+    ):
+        async with httpx.AsyncClient(headers=auth, timeout=30) as client:
+            body = {"name": "streamed", "allowed_senders": ["@example.com"]}
+            agent = (await client.post(f"{a}/v1/agents", json=body)).json()
+            async with client.stream("GET", f"{b}/v1/agents/streamed/messages/stream") as response:
+                assert response.status_code == 200
+                lines = response.aiter_lines()
+                for n in range(3):
+                    raw = (
+                        "Authentication-Results: mx.example.test; dmarc=pass header.from=example.com\r\n"
+                        f"From: alice@example.com\r\nTo: {agent['address']}\r\nSubject: step {n}\r\n"
+                        f"Message-ID: <streamed-{n}@example.com>\r\n\r\nStreamed {n}.\r\n"
+                    ).encode()
+                    posted = await client.post(
+                        f"{a}/inbound/raw", content=raw, headers={"Authorization": f"Bearer {inbound}"}
+                    )
+                    assert posted.json()["outcome"] == "delivered", posted.text
+                    async with asyncio.timeout(10):
+                        data = await anext(line async for line in lines if line.startswith("data: "))
+                    assert json.loads(data.removeprefix("data: "))["text"] == f"Streamed {n}."

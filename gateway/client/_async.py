@@ -368,23 +368,26 @@ class AsyncInbox(InboxBase):
             if left is not None and left <= 0:
                 raise InboxTimeoutError(self.agent, timeout or 0)
             try:
-                await self._listen(left)
-                reconnect.succeeded()
+                delay = 0.0 if await self._listen(left, reconnect) else reconnect.ended(left)
             except Exception as exc:
-                await asyncio.sleep(reconnect.pause(exc, left))
+                delay = reconnect.pause(exc, left)
+            if delay:
+                await asyncio.sleep(delay)
         return found
 
-    async def _listen(self, left: float | None) -> None:
-        """Hold the stream until a message comes (or the gateway ends it at ``left``)."""
+    async def _listen(self, left: float | None, reconnect: Reconnect) -> bool:
+        """Hold the stream until a message comes (True), or until it ends (the gateway's deadline at ``left``)."""
         call = self._stream_call(left)
         timeout = httpx.Timeout(call.timeout, connect=10.0)
         async with self._gateway._http.stream("GET", call.path, params=call.params, timeout=timeout) as response:
             if not response.is_success:
                 await response.aread()
                 self._gateway._read(response)  # raises the gateway's error
+            reconnect.opened()
             async for line in response.aiter_lines():
                 if self._feed(line):
-                    return
+                    return True
+        return False
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._each()

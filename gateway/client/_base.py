@@ -575,23 +575,34 @@ class InboxBase:
 
 
 class Reconnect:
-    """When a wait's connection fails: how long to pause before the next, or the error to give up with (after
-    RETRIES failures in a row, or at once for an error that is not the network's)."""
+    """When a wait's connection fails: how long to pause before the next try, or the error to give up with.
+    Until the gateway has answered once, RETRIES failures in a row end the wait (a wrong URL fails fast); after,
+    a waiting agent rides out a restart or a deploy, reconnecting until its own deadline. An error that is not
+    the network's (a revoked key) ends it at once."""
 
     def __init__(self, gateway: BaseGateway, retries: int) -> None:
         self.gateway, self.retries, self.failures, self.backoff = gateway, retries, 0, Backoff()
+        self.answered = False
 
-    def succeeded(self) -> None:
+    def opened(self) -> None:
+        self.answered = True
         self.failures = 0
-        self.backoff.reset()
+
+    def ended(self, left: float | None) -> float:
+        """The stream ended without a message (the gateway stopping, a proxy cutting it): reopen after a pause
+        that grows if it keeps happening, never in a busy loop."""
+        return self._delay(left)
 
     def pause(self, exc: Exception, left: float | None) -> float:
         self.failures += 1
-        if not self.gateway._retryable(exc) or self.failures > self.retries:
+        if not self.gateway._retryable(exc) or (not self.answered and self.failures > self.retries):
             error = self.gateway._connection_error(exc)
             if error is exc:
                 raise exc
             raise error from exc
+        return self._delay(left)
+
+    def _delay(self, left: float | None) -> float:
         delay = self.backoff.next()
         return delay if left is None else max(0.0, min(delay, left))
 

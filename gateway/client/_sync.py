@@ -357,23 +357,26 @@ class Inbox(InboxBase):
             if left is not None and left <= 0:
                 raise InboxTimeoutError(self.agent, timeout or 0)
             try:
-                self._listen(left)
-                reconnect.succeeded()
+                delay = 0.0 if self._listen(left, reconnect) else reconnect.ended(left)
             except Exception as exc:
-                time.sleep(reconnect.pause(exc, left))
+                delay = reconnect.pause(exc, left)
+            if delay:
+                time.sleep(delay)
         return found
 
-    def _listen(self, left: float | None) -> None:
-        """Hold the stream until a message comes (or the gateway ends it at ``left``)."""
+    def _listen(self, left: float | None, reconnect: Reconnect) -> bool:
+        """Hold the stream until a message comes (True), or until it ends (the gateway's deadline at ``left``)."""
         call = self._stream_call(left)
         timeout = httpx.Timeout(call.timeout, connect=10.0)
         with self._gateway._http.stream("GET", call.path, params=call.params, timeout=timeout) as response:
             if not response.is_success:
                 response.read()
                 self._gateway._read(response)  # raises the gateway's error
+            reconnect.opened()
             for line in response.iter_lines():
                 if self._feed(line):
-                    return
+                    return True
+        return False
 
     def __iter__(self) -> Iterator[Message]:
         while True:
