@@ -89,11 +89,22 @@ _TAILS = select(_EVENTS.request_id, _EVENTS.seq, _EVENTS.hash).where(
 )
 
 
+# The common case, one request's events: its last event by the (request_id, seq) unique index, with no expanding
+# IN (whose SQL is rendered again on every execution).
+_TAIL = (
+    select(_EVENTS.request_id, _EVENTS.seq, _EVENTS.hash)
+    .where(_EVENTS.request_id == bindparam("rid"))
+    .order_by(_EVENTS.seq.desc())
+    .limit(1)
+)
 _INSERT = insert(Event.__table__)  # type: ignore[attr-defined]
 
 
 def _tails(session: Session, request_ids: Sequence[str]) -> dict[str, Tail]:
-    rows = session.execute(_TAILS, {"ids": list(request_ids)})
+    if len(request_ids) == 1:
+        rows = session.execute(_TAIL, {"rid": request_ids[0]})
+    else:
+        rows = session.execute(_TAILS, {"ids": list(request_ids)})
     return {rid: Tail(seq, digest_) for rid, seq, digest_ in rows if seq is not None}
 
 
@@ -117,7 +128,7 @@ async def append(conn: Any, events: Sequence[Event]) -> None:
     if conn.dialect.name == "postgresql":
         for rid in ids:
             await conn.execute(_LOCK_CHAIN, {"rid": rid})
-    rows = await conn.execute(_TAILS, {"ids": ids})
+    rows = await (conn.execute(_TAIL, {"rid": ids[0]}) if len(ids) == 1 else conn.execute(_TAILS, {"ids": ids}))
     seal(events, {rid: Tail(seq, value) for rid, seq, value in rows if seq is not None})
     await conn.execute(_INSERT, [column_values(ev) for ev in events])
 
