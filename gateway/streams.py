@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 PAGE = 100  # messages read at a time
-REAUTH_EVERY = 300.0  # seconds: a stream's key is checked again at least this often, and before each delivery
+REAUTH_EVERY = 600.0  # seconds: a quiet stream's key is checked again this often (and before each delivery)
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -151,7 +151,7 @@ class EventStream(Response):
         if self._ended or self._task is not None:
             return  # a delivery under way says the stream is alive
         if asyncio.get_running_loop().time() - self._checked >= REAUTH_EVERY:
-            self._start(self._deliver())  # checks the key first
+            self._start(self._recheck())
         else:
             self._write_now(_BEAT)
 
@@ -198,6 +198,16 @@ class EventStream(Response):
         elif self._again:
             self._again = False
             self._start(self._deliver())
+
+    async def _recheck(self) -> None:
+        """A quiet stream's key, checked now and then (the key store caches it: one look-up per key, however
+        many streams use it), so a revoked key's streams end even if nothing arrives for them."""
+        self._checked = asyncio.get_running_loop().time()
+        if not await self.allowed():
+            self.end()
+            return
+        assert self._send is not None
+        await self._send(_BEAT)
 
     async def _deliver(self) -> None:
         assert self._send is not None

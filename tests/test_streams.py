@@ -289,3 +289,21 @@ async def test_one_ticker_beats_each_stream_once_a_heartbeat() -> None:
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
     assert all(c.finished.is_set() for _, c in pairs)
     await streams.stop()
+
+
+async def test_a_quiet_streams_key_is_checked_now_and_then_without_reading_its_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("gateway.streams.REAUTH_EVERY", 0.0)
+    streams, feed = Streams(heartbeat=30), Feed()
+    response, client = open_stream(streams, feed)
+    task = asyncio.create_task(response({"type": "http"}, client.receive, client.send))
+    await until(lambda: response._task is None and feed.reads == 1)
+    response.beat()  # due for a check: the key is still good, so a heartbeat, and no read
+    await until(lambda: response._task is None)
+    assert client.sent[-1] == b":\n\n" and feed.reads == 1
+    feed.allowed = False
+    response.beat()
+    await asyncio.wait_for(task, 5)  # revoked: the stream ends
+    assert client.finished.is_set() and feed.reads == 1
+    await streams.stop()
