@@ -229,6 +229,22 @@ async def test_mailgun(inbound: Live) -> None:
         assert refused.status_code == 401, refused.text
     assert refused.json()["error"]["code"] == "replayed"
     assert len(await stored(live)) == before
+    # Tokens are forgotten once their signatures are stale anyway: the kv table does not grow for ever.
+    from gateway.inbound import routes as inbound_routes
+    from gateway.models import KeyValue
+
+    long_ago = f"{int(time.time() - inbound_routes.TOKEN_KEEP - 60):012d} {'0' * 64}"
+    async with live.services.db.write() as session:
+        session.add(KeyValue(key="mailgun-token:stale", value=long_ago))
+        session.add(KeyValue(key="mailgun-tokenless", value="000000000000 unrelated"))  # just after the range
+    inbound_routes._pruned_at[0] = 0.0
+    fresh = b"From: alice@example.com\r\nSubject: y\r\nMessage-ID: <fresh@example.com>\r\n\r\napprove\r\n"
+    assert (await live.client.post("/inbound/mailgun", data=mailgun_fields(fresh))).status_code == 200
+    async with live.services.db.read() as session:
+        assert await session.get(KeyValue, "mailgun-token:stale") is None
+        assert await session.get(KeyValue, "mailgun-tokenless") is not None
+        seen = next(iter(delivery.values()))["token"]
+        assert await session.get(KeyValue, f"mailgun-token:{seen}") is not None  # recent: still refused again
     live.services.settings.mailgun_signing_key = None
     off = await live.client.post("/inbound/mailgun", data=mailgun_fields(other))
     assert off.status_code == 401 and "GATEWAY_MAILGUN_SIGNING_KEY" in off.json()["error"]["message"]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from gateway.api.deps import services
 from gateway.approvals.schemas import ErrorOut
@@ -83,20 +86,42 @@ async def mailgun(request: Request, svc: Services = Depends(services)) -> Inboun
     return await _take(svc, raw, "mailgun")
 
 
+_TOKENS = "mailgun-token:"  # kv keys of the Mailgun tokens seen: "<prefix><token>" -> "<seen at, epoch s> <digest>"
+_TOKENS_END = "mailgun-token;"  # the key just after every such key (";" follows ":")
+# A token outlives its signature's freshness (MAILGUN_MAX_AGE either way) by a margin, then is forgotten: a replay
+# of it fails the timestamp check by then. Checked at most every 10 minutes per process.
+TOKEN_KEEP = 2 * sources.MAILGUN_MAX_AGE + 300
+_pruned_at: list[float] = [0.0]
+
+
 async def _remember_token(svc: Services, token: str, raw: bytes) -> None:
     """Mailgun signs its timestamp and token, not the message: a token comes once, with one message. Mailgun's
     own retry (the same message) goes on to the pipeline, which de-duplicates it; another message under a
     token seen before is a replay."""
     digest = hashlib.sha256(raw).hexdigest()
-    key = f"mailgun-token:{token[:200]}"
+    key = f"{_TOKENS}{token[:200]}"
+    now = time.time()
     try:
         async with svc.db.write() as session:
-            session.add(KeyValue(key=key, value=digest))
+            session.add(KeyValue(key=key, value=f"{int(now):012d} {digest}"))
+            if now - _pruned_at[0] > 600:
+                _pruned_at[0] = now
+                await _forget_tokens(session, now - TOKEN_KEEP)
     except IntegrityError:
         async with svc.db.read() as session:
             seen = await session.get(KeyValue, key)
-        if seen is None or seen.value != digest:
+        if seen is None or seen.value.rsplit(" ", 1)[-1] != digest:
             raise sources.Replayed("this Mailgun token was used before, with another message") from None
+
+
+async def _forget_tokens(session: Any, before: float) -> None:
+    """Tokens seen before ``before`` (a range of the primary key, and a fixed-width time that sorts as text)."""
+    conn = await session.connection()
+    await conn.execute(
+        delete(KeyValue).where(
+            col(KeyValue.key) >= _TOKENS, col(KeyValue.key) < _TOKENS_END, col(KeyValue.value) < f"{int(before):012d}"
+        )
+    )
 
 
 _verifiers: dict[str, sources.SnsVerifier] = {}
