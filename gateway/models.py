@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
@@ -198,6 +198,8 @@ class Recipient(SQLModel, table=True):
     """One person a request was sent to. ``role`` "to" can decide; "cc" is informed only."""
 
     __tablename__ = "recipients"
+    # An approver's inbox finds their requests by address, whatever its case.
+    __table_args__ = (Index("ix_recipients_address_lower", text("lower(address)")),)
 
     id: str = Field(primary_key=True)
     request_id: str = Field(foreign_key="requests.id", index=True)
