@@ -171,6 +171,20 @@ async def test_tampered_token_is_refused_with_a_page(live: Live) -> None:
         assert post.status_code == 400
 
 
+async def test_a_form_altered_in_the_browser_gets_a_page_not_json(live: Live) -> None:
+    approval = await live.approval()
+    (mail,) = await live.sink.wait_for(1)  # type: ignore[union-attr]
+    link = link_ending(mail, "/approve")
+    async with httpx.AsyncClient(timeout=10) as browser:
+        done = await browser.get(form_url(link), params={"done": "yes please"})
+        assert done.status_code == 200 and done.headers["content-type"].startswith("text/html")
+    altered = await open_and_submit(link, decision="approve", round="two")
+    assert altered.status_code == 400 and altered.headers["content-type"].startswith("text/html")
+    assert "not one we sent" in altered.text
+    assert (await live.client.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "pending"
+    assert (await open_and_submit(link, decision="approve", round="0")).status_code == 303
+
+
 async def test_foreign_key_token_is_refused(live: Live) -> None:
     from gateway.links.tokens import Signer
 

@@ -228,8 +228,8 @@ async def inbox(token: str, svc: Services = Depends(services)) -> Response:
 
 
 @router.api_route("/r/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
-async def show(token: str, http: Request, done: int = 0, svc: Services = Depends(services)) -> Response:
-    return await _show(svc, http, token, None, bool(done))
+async def show(token: str, http: Request, done: str = "", svc: Services = Depends(services)) -> Response:
+    return await _show(svc, http, token, None, done == "1")
 
 
 @router.api_route("/r/{token}/{action}", methods=["GET", "HEAD"], response_class=HTMLResponse)
@@ -269,7 +269,7 @@ async def submit(
     reject_option: Annotated[str | None, Form()] = None,
     comment: Annotated[str | None, Form()] = None,  # cut to service.MAX_COMMENT, as on every route
     response: Annotated[str | None, Form()] = None,
-    shown_round: Annotated[int | None, Form(alias="round")] = None,  # the arguments' round the page showed
+    shown_round: Annotated[str | None, Form(alias="round")] = None,  # the arguments' round the page showed
     svc: Services = Depends(services),
 ) -> Response:
     form = {k: v for k, v in (await http.form()).items() if isinstance(v, str)}
@@ -284,6 +284,7 @@ async def submit(
             ) from exc
         kind = view.request.kind
         meta = {"ip": http.client.host if http.client else None}
+        seen_round = _round(shown_round)
         if kind == "approval":
             if decision not in ("approve", "reject"):
                 raise LinkPageError(400, "Choose approve or reject", "The form was sent without a decision.")
@@ -297,7 +298,7 @@ async def submit(
                 option=(reject_option or None) if decision == "reject" else None,
                 meta=meta,
                 edits=edits,
-                seen_round=shown_round,
+                seen_round=seen_round,
             )
         elif answer_fields(view.request):
             data = forms.read_form(answer_fields(view.request), form)
@@ -325,6 +326,16 @@ async def submit(
     except GatewayError as exc:
         return error_page(svc, LinkPageError(exc.status, "This answer was not accepted", exc.message))
     return RedirectResponse(f"/r/{token}?done=1", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _round(value: str | None) -> int | None:
+    """The round of the arguments the page showed; a form that says something else is not one we sent (a page
+    never has a 422 in JSON)."""
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 9:
+        raise LinkPageError(400, "This form is not one we sent", "Open the link from the email again.")
+    return int(value)
 
 
 async def _refused_fields(
