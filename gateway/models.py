@@ -259,6 +259,8 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = _dt()
     # Claimed by one sender until then (several replicas): if that sender dies, another takes the row after.
     lease_until: datetime | None = _dt()
+    # A mail about several requests (a digest of reminders): its delivery is recorded in each one's trail.
+    for_requests: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Event(SQLModel, table=True):

@@ -3,6 +3,7 @@ clock: ``Scheduler.tick(now)``) against a live gateway."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -198,9 +199,17 @@ async def test_three_due_reminders_to_one_approver_are_one_mail(live: Live) -> N
     solo = (await mails_to(live, "bob@example.com", 2))[-1]
     assert solo["Subject"].startswith("Re: ") and "Reminder: this is still waiting" in text_part(solo)
 
-    # Each request's own trail says it was reminded in a digest; the next tick sends nothing again.
+    # Each request's own trail says it was reminded in a digest, and that the digest went out; the next tick
+    # sends nothing again.
     events = (await live.client.get(f"/v1/approvals/{made[2]['id']}/events")).json()
     assert [e["data"]["digest"] for e in events if e["type"] == "reminder"] == [["alice@example.com"]]
+    sent = str(digest["Message-ID"]).strip("<>")
+    async with asyncio.timeout(10):
+        for approval in made:
+            trail: list[dict[str, Any]] = []
+            while not any(e["type"] == "mail_sent" and e["data"]["message_id"].strip("<>") == sent for e in trail):
+                trail = (await live.client.get(f"/v1/approvals/{approval['id']}/events")).json()
+                await asyncio.sleep(0.05)
     handled, _ = await scheduler.tick(created + timedelta(seconds=3700))
     assert handled == 0
     assert (await live.client.get(f"/v1/approvals/{other['id']}")).json()["status"] == "pending"

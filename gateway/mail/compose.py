@@ -290,6 +290,7 @@ def compose_digest(svc: Services, items: Sequence[tuple[Request, Recipient, str]
         OutboxMessage,
         id=new_id("msg"),
         request_id=None,
+        for_requests=[request.id for request, _, _ in items],
         recipient_id=None,
         kind="digest",
         mail_from=sender,

@@ -260,7 +260,11 @@ class OutboxSender:
                     for mail, outcome, composed in mine
                 ],
             )
-            events = [_event(m.request_id, m, outcome) for m, outcome, _ in mine if m.request_id]
+            events = [
+                _event(request_id, m, outcome)
+                for m, outcome, _ in mine
+                for request_id in ([m.request_id] if m.request_id else []) + (m.for_requests or [])
+            ]
             if events:
                 await audit.append(conn, events)
 
