@@ -39,9 +39,15 @@ _END: AsgiMessage = {"type": "http.response.body", "body": b"", "more_body": Fal
 Read = Callable[[int, int], Awaitable[list[tuple[int, bytes]]]]
 
 
+# Characters JSON may leave as they are that line readers split on (Python's str.splitlines, and so httpx's and
+# requests' iter_lines): escaped, a human's text with a pasted line separator would break the event in two.
+_LINE_BREAKING = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def sse(cursor: int, kind: str, data: str) -> bytes:
-    """One event: ``data`` must be one line (JSON is: it escapes line breaks)."""
-    return f"id: {cursor}\nevent: {kind}\ndata: {data}\n\n".encode()
+    """One event. ``data`` is JSON text (one line: JSON escapes line feeds and returns, the rest is escaped
+    here)."""
+    return f"id: {cursor}\nevent: {kind}\ndata: {data.translate(_LINE_BREAKING)}\n\n".encode()
 
 
 class Streams:

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.client import (
     APIError,
@@ -274,3 +276,52 @@ def test_what_a_form_cannot_ask_for_is_named() -> None:
         response_schema(Money)
     with pytest.raises(ResponseModelError, match="value"):
         response_schema(Either)
+
+
+# -- the inbox's stream reader ---------------------------------------------------------------------------
+
+
+@given(
+    texts=st.lists(
+        st.text(max_size=40) | st.sampled_from(["a\u2028b", "x\x85y", "p\u2029", "\x0b\x0c\x1c"]), max_size=6
+    ),
+    beats=st.lists(st.integers(0, 3), min_size=7, max_size=7),
+)
+def test_the_inbox_reads_each_message_of_the_stream_in_order_whatever_comes_between(
+    texts: list[str], beats: list[int]
+) -> None:
+    """Events as the gateway writes them (JSON that leaves non-ASCII as it is, then gateway.streams.sse), with
+    heartbeats and the opening between them, split into lines as httpx does (str.splitlines, which also breaks
+    at U+2028 and NEL): each message is taken once, whole, in order, and the cursor is the last one's id."""
+    from gateway.client._base import InboxBase
+    from gateway.streams import sse
+
+    stream = "retry: 2000\n: connected\n\n"
+    for n, text in enumerate(texts, start=1):
+        stream += ":\n\n" * beats[n - 1]
+        data = {"id": f"amsg_{n}", "from": "a@example.com", "subject": "s", "text": text, "message_id": "<m@x>"}
+        stream += sse(n, "message", json.dumps(data, ensure_ascii=False)).decode()
+    stream += ":\n\n" * beats[-1]
+    inbox = InboxBase("agent", after="0")
+    taken = [inbox._feed(line) for line in stream.splitlines()]
+    assert sum(taken) == len(texts)
+    assert [m.text for m in inbox._pending] == texts
+    assert inbox.cursor == (str(len(texts)) if texts else "0")
+
+
+def test_the_inbox_joins_a_multi_line_data_field_and_ignores_other_events() -> None:
+    from gateway.client._base import InboxBase
+
+    inbox = InboxBase("agent")
+    lines = [
+        "event: ping",
+        "data: {}",
+        "",
+        "id: 7",
+        "event: message",
+        'data: {"id": "amsg_7",',
+        'data: "text": "hi"}',
+        "",
+    ]
+    assert [inbox._feed(x) for x in lines].count(True) == 1
+    assert inbox._pending[0].text == "hi" and inbox.cursor == "7"

@@ -87,11 +87,12 @@ async def test_the_backlog_then_each_message_as_it_commits_resumable_by_last_eve
         assert text(second) == "Second: stop after this step." and int(second["id"]) > int(first["id"])
         assert events.comments == [": connected"]
     for n in (3, 4):
-        await pipeline.process(live.services, human_mail(agent["address"], f"Message {n}."))
+        # A pasted line separator (U+2028) stays in the text, and the event stays whole for line readers.
+        await pipeline.process(live.services, human_mail(agent["address"], f"Message\u2028{n}."))
     async with stream(live.client, headers={"Last-Event-ID": second["id"]}, after="0") as events:  # the header wins
-        assert [text(await events.event()), text(await events.event())] == ["Message 3.", "Message 4."]
+        assert [text(await events.event()), text(await events.event())] == ["Message\u20283.", "Message\u20284."]
         page = (await live.client.get("/v1/agents/researcher/messages", params={"after": second["id"]})).json()
-        assert [m["text"] for m in page["messages"]] == ["Message 3.", "Message 4."]  # the same cursor as pages
+        assert [m["text"] for m in page["messages"]] == ["Message\u20283.", "Message\u20284."]  # as pages
 
 
 async def test_refusals_before_the_stream_and_the_clients_own_deadline(loop: Any) -> None:
