@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -93,7 +95,38 @@ def _offline_docs(app: FastAPI) -> None:
 
 class Server(uvicorn.Server):
     """uvicorn's server, ending the app's event streams when it stops: they would hold the graceful shutdown
-    for ever (their clients reconnect, to another replica or to this one once it is back)."""
+    for ever (their clients reconnect, to another replica or to this one once it is back).
+
+    It also ticks once a second, not ten times (uvicorn's tick refreshes the Date header each second and looks
+    for a signal to stop): a signal wakes it at once instead, and a server holding thousands of waiting agents
+    is otherwise idle."""
+
+    _exit_wakeup: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _should_exit = False
+
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        # Set by a signal's handler or by whoever runs the server (tests): the tick waits no longer.
+        self._should_exit = value
+        if value and self._loop is not None and self._exit_wakeup is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing waits any more
+                self._loop.call_soon_threadsafe(self._exit_wakeup.set)
+
+    async def main_loop(self) -> None:
+        self._loop, self._exit_wakeup = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000  # uvicorn refreshes the Date header when the count is a multiple of 10
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._exit_wakeup.wait()
+            should_exit = await self.on_tick(counter)
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         services = getattr(getattr(self.config.app, "state", None), "services", None)
