@@ -5,9 +5,9 @@ with the server's heartbeats), or with --poll its long-poll (`?wait=60`, renewed
 time, a sample of them gets a human's mail through the inbound webhook (`POST /inbound/raw`, as a mail provider
 would post it, with our receiving server's DMARC pass). The latency is from just before the POST is sent to the
 moment the waiting agent's answer arrives. The idle CPU is measured over --idle seconds once all wait (past a
-round of heartbeats, every --heartbeat seconds: GATEWAY_STREAM_HEARTBEAT, 30 by default).
+round of heartbeats, every --heartbeat seconds: GATEWAY_STREAM_HEARTBEAT, 45 by default).
 
-    python bench/agents.py [--agents 10000] [--samples 200] [--poll] [--idle 65] [--heartbeat 30]
+    python bench/agents.py [--agents 10000] [--samples 200] [--poll] [--idle 95] [--heartbeat 45]
 """
 
 from __future__ import annotations
@@ -175,9 +175,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--poll", action="store_true", help="long-poll (renewed each minute) instead of streams")
     parser.add_argument(
-        "--idle", type=float, default=65.0, help="seconds the idle CPU is measured over (past a heartbeat round)"
+        "--idle", type=float, default=95.0, help="seconds the idle CPU is measured over (past a heartbeat round)"
     )
-    parser.add_argument("--heartbeat", type=int, default=30, help="the server's GATEWAY_STREAM_HEARTBEAT")
+    parser.add_argument("--heartbeat", type=int, default=45, help="the server's GATEWAY_STREAM_HEARTBEAT")
     args = parser.parse_args()
     rows = asyncio.run(run(args.agents, args.samples, not args.poll, args.idle, args.heartbeat))
     print(table(f"Human mail to {args.agents:,} waiting agents (SQLite) on {machine()}", rows))

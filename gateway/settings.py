@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     scheduler_max_sleep: float = 60.0  # a cap, so requests created by another process are never missed for long
     # An agent's message stream (SSE) gets a comment line this often (seconds), so proxies that close quiet
     # responses (nginx and AWS load balancers after 60 s, Heroku after 55) leave it open.
-    stream_heartbeat: int = Field(30, ge=1, le=120)
+    stream_heartbeat: int = Field(45, ge=1, le=120)
 
     # Webhooks (Standard Webhooks signatures), for every request's final outcome; per-request callback_url too.
     webhook_urls: str = ""
