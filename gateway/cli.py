@@ -326,7 +326,6 @@ def _run_http(
         proxy_headers=bool(forwarded),
         forwarded_allow_ips=forwarded or None,
     )
-
     server = Server(config)
     if sock is None:
         sock = reuse_port_socket(host, port) if reuse_port else _listen(host, port)
