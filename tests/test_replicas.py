@@ -220,6 +220,20 @@ async def test_the_same_request_answered_at_once_through_both_replicas(
                 assert counted["approver"] == done["decided_by"] and done["status"] in ("approved", "rejected")
 
 
+INBOUND = "an-inbound-secret-of-some-length"
+# Replicas that take mail by webhook and trust our receiving server's DMARC results (mail to agents).
+AGENT_MAIL_SETTINGS = {"trusted_authserv_ids": "mx.example.test", "inbound_secret": INBOUND}
+
+
+def human_mail(to: str, ref: str, text: str) -> bytes:
+    """A person's mail to an agent, with our receiving server's DMARC pass, as a provider would post it."""
+    return (
+        "Authentication-Results: mx.example.test; dmarc=pass header.from=example.com\r\n"
+        f"From: alice@example.com\r\nTo: {to}\r\nSubject: {ref}\r\n"
+        f"Message-ID: <{ref}@example.com>\r\n\r\n{text}\r\n"
+    ).encode()
+
+
 async def test_two_replicas_deliver_each_agent_message_once_and_wake_the_other(
     tmp_path: Path, pg: tuple[str, str], smtp_sink: SmtpSink
 ) -> None:
@@ -227,8 +241,7 @@ async def test_two_replicas_deliver_each_agent_message_once_and_wake_the_other(
     an agent waiting on replica B gets the message replica A stored, and a restart loses nothing."""
     url, key = pg
     auth = {"Authorization": f"Bearer {key}"}
-    inbound = "an-inbound-secret-of-some-length"
-    settings = {"trusted_authserv_ids": "mx.example.test", "inbound_secret": inbound}
+    settings = AGENT_MAIL_SETTINGS
     with (
         replica(tmp_path, url, smtp_sink.port, "a", **settings) as (a, _),
         replica(tmp_path, url, smtp_sink.port, "b", **settings) as (b, _),
@@ -243,12 +256,8 @@ async def test_two_replicas_deliver_each_agent_message_once_and_wake_the_other(
                     client.get(f"{b}/v1/agents/ops/messages", params={"after": cursor, "wait": 20})
                 )
                 await asyncio.sleep(0.2)
-                raw = (
-                    "Authentication-Results: mx.example.test; dmarc=pass header.from=example.com\r\n"
-                    f"From: alice@example.com\r\nTo: {agent['address']}\r\nSubject: step {n}\r\n"
-                    f"Message-ID: <step-{n}@example.com>\r\n\r\nMessage {n}.\r\n"
-                ).encode()
-                post = {"headers": {"Authorization": f"Bearer {inbound}"}, "content": raw}
+                raw = human_mail(agent["address"], f"step-{n}", f"Message {n}.")
+                post = {"headers": {"Authorization": f"Bearer {INBOUND}"}, "content": raw}
                 async with httpx.AsyncClient(timeout=30) as provider:
                     both = await asyncio.gather(
                         provider.post(f"{a}/inbound/raw", **post), provider.post(f"{b}/inbound/raw", **post)
@@ -273,8 +282,7 @@ async def test_a_stream_on_one_replica_gets_the_messages_another_stores(
     LISTEN/NOTIFY, not found by polling)."""
     url, key = pg
     auth = {"Authorization": f"Bearer {key}"}
-    inbound = "an-inbound-secret-of-some-length"
-    settings = {"trusted_authserv_ids": "mx.example.test", "inbound_secret": inbound}
+    settings = AGENT_MAIL_SETTINGS
     with (
         replica(tmp_path, url, smtp_sink.port, "a", **settings) as (a, _),
         replica(tmp_path, url, smtp_sink.port, "b", **settings) as (b, _),
@@ -286,13 +294,9 @@ async def test_a_stream_on_one_replica_gets_the_messages_another_stores(
                 assert response.status_code == 200
                 lines = response.aiter_lines()
                 for n in range(3):
-                    raw = (
-                        "Authentication-Results: mx.example.test; dmarc=pass header.from=example.com\r\n"
-                        f"From: alice@example.com\r\nTo: {agent['address']}\r\nSubject: step {n}\r\n"
-                        f"Message-ID: <streamed-{n}@example.com>\r\n\r\nStreamed {n}.\r\n"
-                    ).encode()
+                    raw = human_mail(agent["address"], f"streamed-{n}", f"Streamed {n}.")
                     posted = await client.post(
-                        f"{a}/inbound/raw", content=raw, headers={"Authorization": f"Bearer {inbound}"}
+                        f"{a}/inbound/raw", content=raw, headers={"Authorization": f"Bearer {INBOUND}"}
                     )
                     assert posted.json()["outcome"] == "delivered", posted.text
                     async with asyncio.timeout(10):
