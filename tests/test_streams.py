@@ -24,7 +24,6 @@ from tests.conftest import SmtpSink, free_port
 from tests.processes import clean_env, gateway_process
 from tests.test_agents import human_mail, make_agent
 
-TRUSTED = "mx.example.test"
 loop = test_agents.loop  # the live gateway that trusts our receiving server, as the outer loop's tests use
 
 

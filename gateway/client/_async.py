@@ -353,10 +353,8 @@ class AsyncInbox(InboxBase):
 
     async def poll(self) -> list[Message]:
         """The messages that have arrived, without waiting (between an agent's steps)."""
-        await self._fetch(0)
-        out = list(self._pending)
-        self._pending.clear()
-        return out
+        self._take(await self._gateway._send(self._poll()))
+        return self._drain()
 
     async def wait(self, timeout: float | None = None) -> Message:
         """The next message, waiting for it (up to ``timeout`` seconds, else InboxTimeoutError)."""
@@ -395,9 +393,6 @@ class AsyncInbox(InboxBase):
     async def _each(self) -> AsyncIterator[Message]:
         while True:
             yield await self.wait()
-
-    async def _fetch(self, wait: float) -> None:
-        self._take(await self._gateway._send(self._poll(wait)))
 
 
 class AsyncTypedQuestionHandle(TypedQuestionBase[M]):

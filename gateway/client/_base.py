@@ -534,11 +534,10 @@ class InboxBase:
         self._pending: deque[Message] = deque()
         self._event: dict[str, str] = {}
 
-    def _poll(self, wait: float) -> Call:
-        params: dict[str, Any] = {"wait": round(max(0.0, min(wait, 60.0)), 3)}
-        if self.cursor is not None:
-            params["after"] = self.cursor
-        return Call("GET", f"/v1/agents/{self.agent}/messages", params=params, timeout=wait + 15)
+    def _poll(self) -> Call:
+        """The messages after the cursor, without waiting (waits hold the stream)."""
+        params = {"after": self.cursor} if self.cursor is not None else None
+        return Call("GET", f"/v1/agents/{self.agent}/messages", params=params)
 
     def _stream_call(self, left: float | None) -> Call:
         """The stream from the cursor; ``left``: the gateway ends it then (the wait's own deadline)."""
@@ -572,6 +571,11 @@ class InboxBase:
 
     def _next(self) -> Message | None:
         return self._pending.popleft() if self._pending else None
+
+    def _drain(self) -> list[Message]:
+        out = list(self._pending)
+        self._pending.clear()
+        return out
 
 
 class Reconnect:

@@ -343,10 +343,8 @@ class Inbox(InboxBase):
 
     def poll(self) -> list[Message]:
         """The messages that have arrived, without waiting (between an agent's steps)."""
-        self._gateway_fetch(0)
-        out = list(self._pending)
-        self._pending.clear()
-        return out
+        self._take(self._gateway._send(self._poll()))
+        return self._drain()
 
     def wait(self, timeout: float | None = None) -> Message:
         """The next message, waiting for it (up to ``timeout`` seconds, else InboxTimeoutError)."""
@@ -381,9 +379,6 @@ class Inbox(InboxBase):
     def __iter__(self) -> Iterator[Message]:
         while True:
             yield self.wait()
-
-    def _gateway_fetch(self, wait: float) -> None:
-        self._take(self._gateway._send(self._poll(wait)))
 
 
 class TypedQuestionHandle(TypedQuestionBase[M]):
